@@ -1,0 +1,63 @@
+"""The gateway's HTTP API (Flask app factory). Blueprints under /api/v1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flask import Flask, g
+from sqlalchemy.engine import Engine
+
+from ..config import GatewayConfig
+from ..periods import Calendar
+from . import errors
+
+
+class GatewayServices(Protocol):
+    """What the API needs from the running gateway (a fake in unit tests)."""
+
+    def submit_valve(self, meter: str, state: str, reason: str | None, command_id: str | None
+                     ) -> tuple[dict, bool]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class Context:
+    cfg: GatewayConfig
+    engine: Engine
+    services: GatewayServices
+    calendar: Calendar
+
+
+def ctx() -> Context:
+    from flask import current_app
+    return current_app.extensions["aquafog"]
+
+
+def db():
+    """The request's database connection, opened on first use."""
+    if "db" not in g:
+        g.db = ctx().engine.connect()
+    return g.db
+
+
+def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, test_config: dict | None = None
+               ) -> Flask:
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["aquafog"] = Context(cfg, engine, services, Calendar(cfg.timezone))
+
+    @app.teardown_appcontext
+    def _close_db(_exc):
+        conn = g.pop("db", None)
+        if conn is not None:
+            conn.close()
+
+    from . import commands, health, meters, ranking
+    for bp in (meters.bp, ranking.bp, commands.bp, health.bp):
+        app.register_blueprint(bp, url_prefix="/api/v1")
+    errors.register(app)
+    return app

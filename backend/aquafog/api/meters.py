@@ -1,0 +1,111 @@
+"""Meters: list, detail, readings, commands, and the valve."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify, request, url_for
+
+from ..protocol import COMMAND_ID_RE, METER_ID_RE, VALVE_STATES
+from ..store import queries
+from . import ctx, db, serialize
+from .errors import bad_request, not_found
+from .params import arg_enum, arg_int, arg_time, json_object
+
+bp = Blueprint("meters", __name__)
+
+MAX_PAGE = 1000
+
+
+def _meter_or_404(meter_id: str):
+    m = queries.get_meter(db(), meter_id) if METER_ID_RE.fullmatch(meter_id) else None
+    if m is None:
+        raise not_found(f"meter {meter_id[:40]!r} is not registered at this gateway; "
+                        "list meters with GET /api/v1/meters")
+    return m
+
+
+@bp.get("/meters")
+def list_meters():
+    status = arg_enum("status", queries.METER_STATUSES)
+    valve = arg_enum("valve", VALVE_STATES)
+    limit = arg_int("limit", 100, 1, MAX_PAGE)
+    cursor = request.args.get("cursor") or None
+    if cursor is not None and not METER_ID_RE.fullmatch(cursor):
+        raise bad_request("cursor must be the 'next' value of a previous page", "cursor")
+    rows = queries.list_meters(db(), status, valve, cursor, limit + 1)
+    items = [serialize.meter_summary(r) for r in rows[:limit]]
+    return jsonify({"items": items, "next": items[-1]["meter"] if len(rows) > limit else None})
+
+
+@bp.get("/meters/<meter_id>")
+def get_meter(meter_id: str):
+    m = _meter_or_404(meter_id)
+    day, month = ctx().calendar.keys(int(time.time()))
+    today_ml, month_ml = queries.consumption(db(), m["meter"], day, month)
+    pending = queries.pending_command(db(), m["pk"])
+    return jsonify(serialize.meter_detail(m, today_ml, month_ml, pending))
+
+
+@bp.get("/meters/<meter_id>/readings")
+def get_readings(meter_id: str):
+    m = _meter_or_404(meter_id)
+    now = int(time.time())
+    t_to = arg_time("to", now + 1)
+    t_from = arg_time("from", t_to - 86400)
+    if t_from >= t_to:
+        raise bad_request("from must be before to", "from")
+    limit = arg_int("limit", 100, 1, MAX_PAGE)
+    after = None
+    cursor = request.args.get("cursor")
+    if cursor:
+        try:
+            ts, idx, seq = (int(x) for x in cursor.split(".", 2))
+            after = (ts, idx, seq)
+        except ValueError:
+            raise bad_request("cursor must be the 'next' value of a previous page", "cursor") from None
+    rows = queries.readings_page(db(), m["pk"], t_from, t_to, after, limit + 1)
+    boots = queries.boot_ids(db(), m["pk"])
+    items = [{
+        "boot": boots.get(r.boot_idx), "seq": r.seq, "ts": serialize.iso(r.ts), "pulses": r.pulses,
+        "litres": serialize.litres(r.ml), "flow_lpm": serialize.litres(r.flow_mlpm), "valve": r.valve,
+        "received_at": serialize.iso_ms(r.rx_ms),
+    } for r in rows[:limit]]
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = f"{last.ts}.{last.boot_idx}.{last.seq}"
+    return jsonify({"meter": m["meter"], "from": serialize.iso(t_from), "to": serialize.iso(t_to),
+                    "items": items, "next": nxt})
+
+
+@bp.get("/meters/<meter_id>/commands")
+def get_meter_commands(meter_id: str):
+    m = _meter_or_404(meter_id)
+    limit = arg_int("limit", 20, 1, 200)
+    return jsonify({"items": [serialize.command(c) for c in queries.meter_commands(db(), m["pk"], limit)]})
+
+
+@bp.post("/meters/<meter_id>/valve")
+def post_valve(meter_id: str):
+    if not METER_ID_RE.fullmatch(meter_id):
+        raise not_found(f"meter {meter_id[:40]!r} is not registered at this gateway; "
+                        "list meters with GET /api/v1/meters")
+    body = json_object({"state": str, "reason": str, "command_id": str})
+    state = body.get("state")
+    if state is None:
+        raise bad_request("state is required: \"open\" or \"closed\"", "state")
+    if state not in VALVE_STATES:
+        raise bad_request(f"state must be \"open\" or \"closed\", got {state[:40]!r}", "state")
+    reason = body.get("reason")
+    if reason is not None and len(reason) > 500:
+        raise bad_request("reason must be at most 500 characters", "reason")
+    command_id = body.get("command_id")
+    if command_id is not None and not COMMAND_ID_RE.fullmatch(command_id):
+        raise bad_request("command_id must be 1-64 of A-Z a-z 0-9 _ . : -", "command_id")
+    row, created = ctx().services.submit_valve(meter_id, state, reason, command_id)
+    c = queries.get_command(db(), row["id"])
+    resp = jsonify({"command": serialize.command(c)})
+    resp.status_code = 202 if created else 200
+    resp.headers["Location"] = url_for("commands.get_command", command_id=row["id"])
+    return resp

@@ -1,0 +1,146 @@
+"""The `aquafog` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, GatewayConfig
+
+
+def _config(args) -> GatewayConfig:
+    overrides = {k: getattr(args, k, None) for k in
+                 ("db_path", "mqtt_host", "mqtt_port", "http_host", "http_port", "log_level")}
+    return GatewayConfig.load(args.config, overrides=overrides)
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="gateway config file (TOML); see README 'Configuration'")
+    p.add_argument("--db", dest="db_path", help="SQLite file of the gateway (overrides db_path)")
+
+
+def cmd_gateway(args) -> int:
+    cfg = _config(args)
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .gateway.service import Gateway
+    try:
+        gw = Gateway(cfg)
+    except OSError as exc:
+        print(f"aquafog gateway: cannot start: {exc}. Is http_port {cfg.http_port} already in use?", file=sys.stderr)
+        return 1
+    gw.start()
+    return gw.wait()
+
+
+def cmd_meter_add(args) -> int:
+    from .store.engine import open_engine
+    from .store.registry import add_meters
+    cfg = _config(args)
+    ids = list(args.ids)
+    if args.file:
+        ids += [line.strip() for line in Path(args.file).read_text().splitlines() if line.strip()]
+    if not ids:
+        print("aquafog meter add: give meter ids or --file with one id per line", file=sys.stderr)
+        return 2
+    try:
+        added, existing = add_meters(open_engine(cfg.db_path), ids, args.label)
+    except ValueError as exc:
+        print(f"aquafog meter add: {exc}", file=sys.stderr)
+        return 2
+    print(f"registered {len(added)} meter(s) in {cfg.db_path}" +
+          (f"; already registered: {', '.join(existing[:10])}{' ...' if len(existing) > 10 else ''}" if existing else ""))
+    return 0
+
+
+def cmd_meter_list(args) -> int:
+    from sqlalchemy import select
+    from .store.engine import open_engine
+    from .store.schema import meters
+    cfg = _config(args)
+    with open_engine(cfg.db_path, create=False).connect() as conn:
+        for row in conn.execute(select(meters.c.meter, meters.c.online, meters.c.ml).order_by(meters.c.meter)):
+            state = {True: "online", False: "offline", None: "never seen"}[row.online]
+            litres = "-" if row.ml is None else f"{row.ml / 1000:.3f} L"
+            print(f"{row.meter}\t{state}\t{litres}")
+    return 0
+
+
+def cmd_init_db(args) -> int:
+    from .store.engine import open_engine
+    cfg = _config(args)
+    open_engine(cfg.db_path)
+    print(f"store ready: {Path(cfg.db_path).resolve()}")
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    cfg = _config(args)
+    print(f"{args.config or 'defaults'}: OK")
+    for k, v in vars(cfg).items():
+        print(f"  {k} = {'***' if 'password' in k and v else v!r}")
+    return 0
+
+
+def cmd_broker_config(args) -> int:
+    from .broker import BrokerConfig
+    print(BrokerConfig(port=args.port, data_dir=Path(args.data_dir), host=args.host,
+                       allow_anonymous=args.allow_anonymous).render(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aquafog", description="AquaFog fog gateway")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("gateway", help="run the gateway: MQTT ingest, store, commands, HTTP API")
+    _add_store_args(g)
+    g.add_argument("--mqtt-host")
+    g.add_argument("--mqtt-port", type=int)
+    g.add_argument("--http-host")
+    g.add_argument("--http-port", type=int)
+    g.add_argument("--log-level")
+    g.set_defaults(func=cmd_gateway)
+
+    m = sub.add_parser("meter", help="register and list meters")
+    msub = m.add_subparsers(dest="meter_command", required=True)
+    ma = msub.add_parser("add", help="register meters at this gateway")
+    _add_store_args(ma)
+    ma.add_argument("ids", nargs="*", help="meter ids (1-32 of a-z 0-9 _ -)")
+    ma.add_argument("--file", help="a file with one meter id per line")
+    ma.add_argument("--label", help="a label for these meters (an address, say)")
+    ma.set_defaults(func=cmd_meter_add)
+    ml = msub.add_parser("list", help="list registered meters")
+    _add_store_args(ml)
+    ml.set_defaults(func=cmd_meter_list)
+
+    i = sub.add_parser("init-db", help="create the store (the gateway does this on start too)")
+    _add_store_args(i)
+    i.set_defaults(func=cmd_init_db)
+
+    c = sub.add_parser("config", help="configuration")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cc = csub.add_parser("check", help="validate a config file and print the effective values")
+    _add_store_args(cc)
+    cc.set_defaults(func=cmd_config_check)
+
+    b = sub.add_parser("broker-config", help="print the Mosquitto config a fog broker needs")
+    b.add_argument("--port", type=int, default=1883)
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--data-dir", default="/var/lib/mosquitto")
+    b.add_argument("--allow-anonymous", action="store_true", help="dev only: no passwords")
+    b.set_defaults(func=cmd_broker_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"aquafog: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"aquafog: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,147 @@
+"""Gateway configuration: defaults, then a TOML file, then AQUAFOG_* environment
+variables, then command-line overrides. Validation reports every error at once as
+`<key>: <problem>`; README.md "Configuration" documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .protocol import Limits
+
+
+class ConfigError(ValueError):
+    def __init__(self, errors: list[str], source: str = "configuration"):
+        self.errors = errors
+        super().__init__(f"{source} has {len(errors)} error(s):\n  " + "\n  ".join(errors))
+
+
+@dataclass
+class GatewayConfig:
+    # store
+    db_path: str = "aquafog-gateway.db"
+    timezone: str = "UTC"
+    # MQTT
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_client_id: str = "aquafog-gateway"
+    topic_root: str = "aquafog"
+    session_expiry_s: int = 7 * 24 * 3600
+    # HTTP API
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    http_threads: int = 8
+    # ingest
+    batch_max_rows: int = 5000
+    batch_max_delay_ms: int = 250
+    max_payload_bytes: int = 8192
+    max_clock_skew_s: int = 300
+    min_valid_ts: int = 1577836800
+    max_flow_lpm: int = 1000
+    # commands
+    command_ttl_s: int = 24 * 3600
+    command_resend_s: int = 30
+    # operations
+    log_level: str = "INFO"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_payload_bytes=self.max_payload_bytes,
+            max_clock_skew_s=self.max_clock_skew_s,
+            min_valid_ts=self.min_valid_ts,
+            max_flow_lpm=self.max_flow_lpm,
+        )
+
+    @property
+    def db_url(self) -> str:
+        return "sqlite:///" + str(Path(self.db_path).expanduser().resolve())
+
+    # -------------------------------------------------------------- loading
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, env: dict | None = None,
+             overrides: dict | None = None) -> "GatewayConfig":
+        env = os.environ if env is None else env
+        raw: dict = {}
+        errors: list[str] = []
+        if path:
+            try:
+                raw.update(tomllib.loads(Path(path).read_text()))
+            except FileNotFoundError:
+                raise ConfigError([f"{path}: file not found"]) from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+        known = {f.name: f for f in fields(cls)}
+        for key in raw:
+            if key not in known:
+                errors.append(f"{key}: unknown key (known keys: see README 'Configuration')")
+        for name in known:
+            env_key = "AQUAFOG_" + name.upper()
+            if env_key in env:
+                raw[name] = env[env_key]
+        for k, v in (overrides or {}).items():
+            if v is not None:
+                raw[k] = v
+        values = {}
+        for name, f in known.items():
+            if name not in raw:
+                continue
+            value = raw[name]
+            want = type(getattr(cls, name))
+            if want is int:
+                if isinstance(value, str):
+                    try:
+                        value = int(value)
+                    except ValueError:
+                        errors.append(f"{name}: must be an integer, got {value!r}")
+                        continue
+                if type(value) is not int:
+                    errors.append(f"{name}: must be an integer, got {value!r}")
+                    continue
+            elif want is str and not isinstance(value, str):
+                errors.append(f"{name}: must be a string, got {value!r}")
+                continue
+            values[name] = value
+        cfg = cls(**{k: v for k, v in values.items() if k in known})
+        errors.extend(cfg.validate())
+        if errors:
+            raise ConfigError(errors, str(path) if path else "configuration")
+        return cfg
+
+    def validate(self) -> list[str]:
+        errors = []
+
+        def between(name: str, lo: int, hi: int, why: str = "") -> None:
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                errors.append(f"{name}: must be between {lo} and {hi}{why}, got {v}")
+
+        between("mqtt_port", 1, 65535)
+        between("http_port", 0, 65535, " (0 picks a free port)")
+        between("http_threads", 1, 256)
+        between("batch_max_rows", 1, 100_000)
+        between("batch_max_delay_ms", 1, 10_000, " (the delay before readings are on disk and acknowledged)")
+        between("max_payload_bytes", 256, 1_048_576)
+        between("max_clock_skew_s", 0, 86_400)
+        between("max_flow_lpm", 1, 1_000_000)
+        between("command_ttl_s", 1, 30 * 86_400)
+        between("command_resend_s", 1, 86_400)
+        between("session_expiry_s", 60, 2**32 - 1)
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            errors.append(f"timezone: unknown time zone {self.timezone!r} (use an IANA name such as Europe/Lisbon)")
+        if not self.topic_root or any(c in self.topic_root for c in "+#") or self.topic_root.endswith("/"):
+            errors.append(f"topic_root: must be a non-empty topic without + # or a trailing /, got {self.topic_root!r}")
+        if not self.db_path:
+            errors.append("db_path: must name the SQLite file")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            errors.append(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        return errors

@@ -1,0 +1,145 @@
+"""`aquafog gateway`: wires the receiver process, the writer, the publisher and the
+HTTP API together, and stops them in the right order.
+
+Processes and threads:
+    receiver process   paho (persistent session, manual PUBACK) -> pipe -> core
+    core: pipe reader  pipe -> writer queue
+          writer       decode, account, commit, PUBACK, ack meters, command ledger
+          publisher    paho loop of the outgoing connection
+          http         waitress serving the Flask API (reads the store directly)
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+
+from waitress.server import create_server
+
+from .. import __version__
+from ..api import create_app
+from ..config import GatewayConfig
+from ..protocol import Topics
+from ..store.engine import open_engine
+from .publisher import Publisher
+from .receiver import ReceiverSettings, receiver_main
+from .writer import Writer
+
+log = logging.getLogger("aquafog.gateway")
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig):
+        self.cfg = cfg
+        self.engine = open_engine(cfg.db_path)
+        self.events: queue.Queue = queue.Queue()
+        self.publisher = Publisher(cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_client_id + "-tx",
+                                   cfg.mqtt_username, cfg.mqtt_password, self.events)
+        ctx = multiprocessing.get_context("spawn")
+        self._rx_out, rx_in = ctx.Pipe(duplex=False)     # receiver -> core
+        ack_out, self._ack_in = ctx.Pipe(duplex=False)   # core -> receiver
+        settings = ReceiverSettings(
+            host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.mqtt_client_id,
+            username=cfg.mqtt_username, password=cfg.mqtt_password,
+            subscriptions=Topics(cfg.topic_root).subscriptions(), session_expiry_s=cfg.session_expiry_s,
+            log_level=cfg.log_level,
+        )
+        self.receiver = ctx.Process(target=receiver_main, args=(settings, rx_in, ack_out),
+                                    name="aquafog-receiver", daemon=True)
+        self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in)
+        self.app = create_app(cfg, self.engine, self)
+        self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
+                                  ident="aquafog")
+        self.started_at = time.time()
+        self.done = threading.Event()
+
+    @property
+    def http_port(self) -> int:
+        return self.http.effective_port
+
+    # GatewayServices ----------------------------------------------------------
+    def submit_valve(self, meter, state, reason, command_id):
+        return self.writer.submit_valve(meter, state, reason, command_id)
+
+    def health(self) -> dict:
+        s = self.writer.stats
+        lat = sorted(s.batch_latency_ms)
+        problems = []
+        if s.rx_state != "connected":
+            problems.append(f"receiver is {s.rx_state}: check the broker at {self.cfg.mqtt_host}:{self.cfg.mqtt_port}")
+        if not self.publisher.connected:
+            problems.append("publisher is not connected to the broker")
+        if s.store_error:
+            problems.append(s.store_error)
+        if self.writer.fatal:
+            problems.append(self.writer.fatal)
+        return {
+            "status": "ok" if not problems else "degraded",
+            "problems": problems,
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "mqtt": {"receiver": s.rx_state, "publisher": "connected" if self.publisher.connected else "disconnected"},
+            "ingest": {
+                "accepted": s.accepted, "duplicates": s.duplicates, "late": s.late, "register_resets": s.resets,
+                "rejected": s.rejected, "batches": s.batches, "last_batch_messages": s.last_batch_rows,
+                "last_commit_ms_ago": None if s.last_commit_ms is None else int(time.time() * 1000) - s.last_commit_ms,
+                "batch_latency_ms_p50": lat[len(lat) // 2] if lat else None,
+                "batch_latency_ms_max": lat[-1] if lat else None,
+                "queue_depth": self.events.qsize(),
+            },
+        }
+
+    # lifecycle ---------------------------------------------------------------
+    def _pipe_reader(self) -> None:
+        try:
+            while True:
+                self.events.put(self._rx_out.recv())
+        except (EOFError, OSError):
+            if not self.done.is_set():
+                self.events.put(("rx", "dead"))
+
+    def start(self) -> "Gateway":
+        self.receiver.start()
+        self.publisher.start()
+        self.writer.start()
+        threading.Thread(target=self._pipe_reader, name="pipe-reader", daemon=True).start()
+        threading.Thread(target=self.http.run, name="http", daemon=True).start()
+        log.info("AquaFog gateway %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
+                 self.cfg.http_host, self.http_port, self.cfg.mqtt_host, self.cfg.mqtt_port, self.cfg.db_path)
+        return self
+
+    def stop(self) -> None:
+        if self.done.is_set():
+            return
+        self.done.set()
+        log.info("stopping")
+        self.http.close()
+        self.writer.stop()           # commits what it holds and PUBACKs it
+        try:
+            self._ack_in.send(("stop",))
+        except OSError:
+            pass
+        self.receiver.join(5)
+        if self.receiver.is_alive():
+            self.receiver.terminate()
+        self.publisher.stop()
+        self.engine.dispose()
+
+    def wait(self) -> int:
+        """Block until a signal or a fatal error; returns the exit code."""
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            if self.writer.stopped.is_set() or self.writer.fatal:
+                break
+        fatal = self.writer.fatal
+        self.stop()
+        if fatal:
+            log.error("gateway stopped: %s", fatal)
+            return 1
+        return 0

@@ -1,0 +1,126 @@
+"""Tables of the fog gateway's store (SQLAlchemy Core).
+
+Readings are the big table: WITHOUT ROWID with primary key (meter, boot, seq), so the
+dedupe key is the clustering key and one meter's history is contiguous on disk.
+Everything the ranking and the meter pages read (latest state, per-day and per-month
+consumption) is maintained incrementally by the ingest batch, never scanned out of
+the readings.
+"""
+
+from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table,
+                        Text, UniqueConstraint)
+
+metadata = MetaData()
+
+meters = Table(
+    "meters", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("meter", String(32), nullable=False, unique=True),
+    Column("label", Text),
+    Column("created_ms", BigInteger, nullable=False),
+    # latest reading (the "head": newest by boot order then seq)
+    Column("boot", String(8)),
+    Column("boot_idx", Integer),
+    Column("seq", Integer),
+    Column("ts", BigInteger),
+    Column("pulses", BigInteger),
+    Column("ml", BigInteger),
+    Column("flow_mlpm", Integer),
+    Column("valve_reported", String(8)),
+    Column("last_seen_ms", BigInteger),
+    Column("total_ml", BigInteger, nullable=False, default=0),
+    Column("readings", BigInteger, nullable=False, default=0),
+    # availability (birth and last will)
+    Column("online", Boolean),
+    Column("status_boot", String(8)),
+    Column("status_ms", BigInteger),
+    Column("fw", String(32)),
+    # operator intent, re-delivered to a meter that comes back in another state
+    Column("valve_desired", String(8)),
+)
+
+meter_boots = Table(
+    "meter_boots", metadata,
+    Column("meter_pk", Integer, ForeignKey("meters.pk"), primary_key=True),
+    Column("boot_idx", Integer, primary_key=True),
+    Column("boot", String(8), nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    UniqueConstraint("meter_pk", "boot"),
+    sqlite_with_rowid=False,
+)
+
+readings = Table(
+    "readings", metadata,
+    Column("meter_pk", Integer, primary_key=True),
+    Column("boot_idx", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("pulses", BigInteger, nullable=False),
+    Column("ml", BigInteger, nullable=False),
+    Column("flow_mlpm", Integer, nullable=False),
+    Column("valve", String(8), nullable=False),
+    Column("rx_ms", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+Index("readings_by_time", readings.c.meter_pk, readings.c.ts)
+
+# Keyed by the meter id (not the internal pk) so ties in a ranking break the same way
+# at every fog and in the cloud: by consumption descending, then meter id ascending.
+consumption_daily = Table(
+    "consumption_daily", metadata,
+    Column("meter", String(32), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("ml", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+Index("consumption_daily_rank", consumption_daily.c.day, consumption_daily.c.ml.desc(), consumption_daily.c.meter)
+
+consumption_monthly = Table(
+    "consumption_monthly", metadata,
+    Column("meter", String(32), primary_key=True),
+    Column("month", Integer, primary_key=True),
+    Column("ml", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+Index("consumption_monthly_rank", consumption_monthly.c.month, consumption_monthly.c.ml.desc(),
+      consumption_monthly.c.meter)
+
+commands = Table(
+    "commands", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("meter_pk", Integer, ForeignKey("meters.pk"), nullable=False),
+    Column("kind", String(16), nullable=False),           # "valve"
+    Column("state", String(8), nullable=False),           # requested valve state
+    Column("reason", Text),
+    Column("origin", String(16), nullable=False),         # "api" | "reconcile"
+    Column("status", String(10), nullable=False),         # queued|sent|applied|failed|expired
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("sent_ms", BigInteger),
+    Column("done_ms", BigInteger),
+    Column("expires_ms", BigInteger, nullable=False),
+)
+Index("commands_by_meter", commands.c.meter_pk, commands.c.created_ms)
+Index("commands_open", commands.c.status, commands.c.expires_ms)
+
+ingest_counters = Table(
+    "ingest_counters", metadata,
+    Column("reason", String(32), primary_key=True),
+    Column("field", String(32), primary_key=True),        # "" when no single field is at fault
+    Column("count", BigInteger, nullable=False),
+    Column("last_ms", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# The most recent rejected messages, for an operator to look at (bounded).
+ingest_rejects = Table(
+    "ingest_rejects", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rx_ms", BigInteger, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("field", String(32)),
+    Column("message", Text, nullable=False),
+    Column("payload", Text, nullable=False),              # first 200 bytes, escaped
+)

@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs the Debian packages AquaFog needs, only those that are missing.
+# Used by `make deps` (and so by `make run` and `make test`).
+set -eu
+
+missing=""
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+command -v mosquitto_sub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        SUDO=sudo
+    else
+        echo "AquaFog needs these Debian packages:$missing" >&2
+        echo "Install them as root, then run make again:" >&2
+        echo "    sudo apt-get install -y$missing" >&2
+        exit 1
+    fi
+else
+    SUDO=""
+fi
+
+echo "Installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# The Debian package may start a system-wide broker on port 1883; AquaFog runs its own
+# brokers on free ports and does not need it.
