@@ -1,0 +1,33 @@
+// Runs a Python script on real MicroPython (the WebAssembly port, npm
+// @micropython/micropython-webassembly-pyscript) with firmware/aquameter on its path.
+// usage: node mp_runner.mjs <module dir> <firmware dir> <script.py> [data files...]
+// Data files are copied to /data/<basename>. Exit code 0 only if the script ran to the end.
+import { createRequire } from "node:module";
+import { readFileSync, readdirSync } from "node:fs";
+import { basename, join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+const [moduleDir, firmwareDir, script, ...data] = process.argv.slice(2);
+const require = createRequire(join(moduleDir, "noop.js"));
+const entry = require.resolve("@micropython/micropython-webassembly-pyscript");
+const { loadMicroPython } = await import(pathToFileURL(entry).href);
+const mp = await loadMicroPython({
+  heapsize: 8 * 1024 * 1024,
+  stdout: (line) => process.stdout.write(line + "\n"),
+  stderr: (line) => process.stderr.write(line + "\n"),
+});
+mp.FS.mkdir("/fw");
+mp.FS.mkdir("/fw/aquameter");
+mp.FS.mkdir("/data");
+for (const name of readdirSync(join(firmwareDir, "aquameter"))) {
+  if (name.endsWith(".py")) {
+    mp.FS.writeFile("/fw/aquameter/" + name, readFileSync(join(firmwareDir, "aquameter", name)));
+  }
+}
+for (const path of data) mp.FS.writeFile("/data/" + basename(path), readFileSync(path));
+try {
+  mp.runPython("import sys\nsys.path.insert(0, '/fw')\n" + readFileSync(script, "utf8"));
+} catch (err) {
+  process.stderr.write(String(err && err.message ? err.message : err) + "\n");
+  process.exit(1);
+}

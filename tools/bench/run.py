@@ -1,0 +1,309 @@
+"""`make bench`: AquaFog's benchmarks. Every figure is printed next to a reference
+measured in the same run on the same machine, as a ratio; results go to
+bench-results/bench.json.
+
+ingest   Readings persisted per second by the gateway (QoS 1, PUBACK after commit,
+         per-meter persistence acks) against two consumers of the same backlog on the
+         same broker: a bare paho-mqtt subscriber that does nothing with the messages
+         (the Python client's ceiling) and mosquitto_sub (the broker's ceiling).
+         Method: every consumer holds a persistent session; the backlog is published
+         while all are offline, then each drains it alone, so the consumer is the
+         bottleneck and not the publisher.
+ranking  GET /api/v1/ranking latency over HTTP (keep-alive) with 100k meters in the
+         store, against GET /api/v1/health on the same server (the HTTP floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "backend"))
+
+from aquafog.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
+
+PY = sys.executable
+TOPIC = "aquafog/+/tele/reading"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------ gateway process
+
+class GatewayProc:
+    def __init__(self, workdir: Path, broker_port: int, db: Path):
+        self.http_port = free_port()
+        self.conf = workdir / "gateway.toml"
+        self.conf.write_text(
+            f'db_path = "{db}"\nmqtt_port = {broker_port}\nhttp_port = {self.http_port}\n'
+            f'mqtt_client_id = "bench-gateway"\nlog_level = "WARNING"\n')
+        self.proc = None
+
+    def start(self) -> "GatewayProc":
+        self.proc = subprocess.Popen([PY, "-m", "aquafog", "gateway", "-c", str(self.conf)])
+        wait_for_port("127.0.0.1", self.http_port, 30, self.proc)
+        return self
+
+    def health(self, conn: http.client.HTTPConnection | None = None) -> dict:
+        c = conn or http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+        c.request("GET", "/api/v1/health")
+        return json.loads(c.getresponse().read())
+
+    def wait_healthy(self, timeout=30.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.health()["status"] == "ok":
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("gateway did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+
+# ------------------------------------------------------------------ ingest
+
+def publish_backlog(port: int, n: int, meters: int) -> float:
+    """n valid readings spread over `meters` meters; returns the publish rate."""
+    p = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-loadgen")
+    p.max_inflight_messages_set(1000)
+    p.connect("127.0.0.1", port)
+    p.loop_start()
+    seqs = [0] * meters
+    t_base = int(time.time()) - 2 * 86400
+    t0 = time.time()
+    info = None
+    for i in range(n):
+        m = i % meters
+        s = seqs[m]
+        seqs[m] += 1
+        ml = s * 137
+        payload = ('{"v":1,"boot":"0badc0de","seq":%d,"ts":%d,"pulses":%d,"litres":%d.%03d,"flow":2.500,'
+                   '"valve":"open"}' % (s, t_base + s, ml * 45 // 100, ml // 1000, ml % 1000))
+        info = p.publish(f"aquafog/b{m:06d}/tele/reading", payload, qos=1)
+        if i % 5000 == 4999:
+            info.wait_for_publish()
+    info.wait_for_publish()
+    rate = n / (time.time() - t0)
+    p.disconnect()
+    p.loop_stop()
+    return rate
+
+
+def register(db: Path, meters: int) -> None:
+    ids = Path(db).with_suffix(".ids")
+    ids.write_text("\n".join(f"b{m:06d}" for m in range(meters)))
+    subprocess.run([PY, "-m", "aquafog", "meter", "add", "--db", str(db), "--file", str(ids)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def bench_ingest(workdir: Path, n: int, meters: int) -> dict:
+    broker = LocalBroker(workdir / "broker").start()
+    try:
+        db = workdir / "ingest.db"
+        register(db, meters)
+        gw = GatewayProc(workdir, broker.port, db).start()
+        gw.wait_healthy()
+        gw.stop()  # its persistent session now waits for the backlog
+        sub_args = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-c", "-i", "bench-msub",
+                    "-t", TOPIC]
+        subprocess.run(sub_args + ["-E"], check=True)
+        bare = [PY, str(Path(__file__).with_name("bare_subscriber.py")), "127.0.0.1", str(broker.port),
+                "bench-paho", TOPIC]
+        subprocess.run(bare + ["setup"], check=True)
+
+        log(f"ingest: publishing a backlog of {n} readings from {meters} meters ...")
+        pub_rate = publish_backlog(broker.port, n, meters)
+
+        t0 = time.time()
+        subprocess.run(sub_args + ["-C", str(n)], check=True, stdout=subprocess.DEVNULL)
+        msub = n / (time.time() - t0)
+        log(f"  mosquitto_sub        {msub:10.0f} msg/s")
+
+        out = subprocess.run(bare + ["drain", str(n)], check=True, capture_output=True, text=True).stdout
+        r = json.loads(out)
+        paho = (r["n"] - 1) / (r["last"] - r["first"])
+        log(f"  bare paho subscriber {paho:10.0f} msg/s")
+
+        gw.start()
+        hc = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=10)
+        deadline = time.time() + 600
+        while True:
+            h = gw.health(hc)
+            if h["ingest"]["accepted"] >= n:
+                t_end = time.time()
+                break
+            if time.time() > deadline:
+                raise TimeoutError(f"gateway persisted {h['ingest']['accepted']} of {n}")
+            time.sleep(0.01)
+        rss_kb = _rss_kb(gw.proc.pid)
+        gw.stop()
+        with sqlite3.connect(db) as con:
+            t_first = con.execute("select min(rx_ms) from readings").fetchone()[0] / 1000
+            stored = con.execute("select count(*) from readings").fetchone()[0]
+        gateway = n / (t_end - t_first)
+        log(f"  aquafog gateway      {gateway:10.0f} readings/s persisted ({stored} rows)")
+        return {
+            "readings": n, "meters": meters, "publish_rate": round(pub_rate),
+            "mosquitto_sub_msg_s": round(msub), "bare_paho_msg_s": round(paho),
+            "gateway_persisted_s": round(gateway), "gateway_rows": stored,
+            "gateway_core_rss_kb": rss_kb,
+            "ratio_vs_bare_paho": round(gateway / paho, 3), "ratio_vs_mosquitto_sub": round(gateway / msub, 3),
+            "goal_ratio_vs_bare_paho": 0.8,
+        }
+    finally:
+        broker.stop()
+
+
+def _rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# ------------------------------------------------------------------ ranking
+
+def populate(db: Path, meters: int) -> float:
+    """100k meters with two readings each today, through the gateway's own accounting."""
+    from aquafog.gateway.accounting import Accounting
+    from aquafog.periods import Calendar
+    from aquafog.protocol import Reading
+    from aquafog.store.engine import open_engine
+    from aquafog.store.registry import add_meters
+    engine = open_engine(db)
+    ids = [f"r{m:06d}" for m in range(meters)]
+    add_meters(engine, ids)
+    acc = Accounting(Calendar("UTC"))
+    now = int(time.time())
+    t0 = time.time()
+    for i in range(0, meters, 5000):
+        chunk = ids[i:i + 5000]
+        with engine.begin() as conn:
+            acc.load(conn, chunk)
+            b = acc.begin_batch()
+            for j, m in enumerate(chunk, i):
+                used = (j * 7919) % 500_000
+                b.reading(conn, acc.states[m], Reading(m, "0badc0de", 0, now - 120, 0, 1000, 0, "open"), 0)
+                b.reading(conn, acc.states[m], Reading(m, "0badc0de", 1, now - 60, used, 1000 + used, 0, "open"), 0)
+            b.write(conn)
+    engine.dispose()
+    return time.time() - t0
+
+
+def _latencies(conn: http.client.HTTPConnection, path: str, count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        out.append((time.perf_counter() - t0) * 1000)
+        if resp.status != 200:
+            raise RuntimeError(f"{path}: HTTP {resp.status} {body[:200]!r}")
+    return out
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
+    broker = LocalBroker(workdir / "broker-rank").start()
+    try:
+        db = workdir / "ranking.db"
+        log(f"ranking: filling the store with {meters} meters ...")
+        fill_s = populate(db, meters)
+        gw = GatewayProc(workdir, broker.port, db).start()
+        gw.wait_healthy()
+        conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=10)
+        _latencies(conn, "/api/v1/ranking?n=10", 200)  # warm up caches
+        floor = _latencies(conn, "/api/v1/health", count)
+        results = {"meters": meters, "requests_each": count, "fill_seconds": round(fill_s, 1),
+                   "health_p50_ms": round(_pct(floor, 50), 3), "health_p99_ms": round(_pct(floor, 99), 3),
+                   "goal_p99_ms": 10.0, "cases": {}}
+        for path in ("/api/v1/ranking?n=10&period=today", "/api/v1/ranking?n=100&period=month",
+                     "/api/v1/ranking?n=1000&period=today"):
+            lat = _latencies(conn, path, count)
+            p99 = _pct(lat, 99)
+            results["cases"][path] = {"p50_ms": round(_pct(lat, 50), 3), "p99_ms": round(p99, 3),
+                                      "mean_ms": round(statistics.fmean(lat), 3),
+                                      "p99_ratio_vs_health": round(p99 / _pct(floor, 99), 2)}
+            log(f"  {path:40s} p50 {_pct(lat, 50):6.2f} ms  p99 {p99:6.2f} ms  "
+                f"(health p99 {_pct(floor, 99):.2f} ms, ratio {p99 / _pct(floor, 99):.2f})")
+        gw.stop()
+        return results
+    finally:
+        broker.stop()
+
+
+# ------------------------------------------------------------------ main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=("ingest", "ranking"))
+    ap.add_argument("--readings", type=int, default=200_000)
+    ap.add_argument("--meters", type=int, default=1000, help="meters in the ingest backlog")
+    ap.add_argument("--ranking-meters", type=int, default=100_000)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--out", default=str(ROOT / "bench-results" / "bench.json"))
+    args = ap.parse_args()
+    if not shutil.which("mosquitto_sub"):
+        print("bench: mosquitto_sub is missing; run `make deps`", file=sys.stderr)
+        return 2
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "platform": platform.platform()}, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tempfile.TemporaryDirectory(prefix="aquafog-bench-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "ingest"):
+            results["ingest"] = bench_ingest(work, args.readings, args.meters)
+        if args.only in (None, "ranking"):
+            results["ranking"] = bench_ranking(work, args.ranking_meters, args.requests)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print("| benchmark | figure | reference (same run) | ratio | goal |")
+    print("|---|---|---|---|---|")
+    if "ingest" in results:
+        r = results["ingest"]
+        print(f"| ingest, QoS 1, {r['meters']} meters | {r['gateway_persisted_s']} readings/s persisted | "
+              f"bare paho {r['bare_paho_msg_s']} msg/s | {r['ratio_vs_bare_paho']:.2f} | >= 0.80 |")
+        print(f"| | | mosquitto_sub {r['mosquitto_sub_msg_s']} msg/s | {r['ratio_vs_mosquitto_sub']:.2f} | |")
+    if "ranking" in results:
+        r = results["ranking"]
+        for path, c in r["cases"].items():
+            print(f"| ranking, {r['meters']} meters, {path.split('?')[1]} | p99 {c['p99_ms']} ms | "
+                  f"health p99 {r['health_p99_ms']} ms | {c['p99_ratio_vs_health']} | p99 <= 10 ms |")
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

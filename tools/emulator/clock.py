@@ -1,0 +1,109 @@
+"""Simulated time shared by every emulated meter.
+
+    sim_epoch = start_epoch + (real seconds since start()) * speed, capped at real now
+
+MicroTime is the `time` module the firmware sees (ticks_ms & co. as in MicroPython:
+ticks wrap at 2**30 ms, and start two minutes before the wrap so every run crosses it).
+"""
+
+from __future__ import annotations
+
+import time
+
+TICKS_PERIOD = 1 << 30
+TICKS_MASK = TICKS_PERIOD - 1
+TICKS_HALF = TICKS_PERIOD // 2
+
+
+class SimClock:
+    """Simulated Unix time: `speed` times faster than real time from `start_epoch`.
+
+    With `realtime_cap` (the default) it never runs ahead of the real wall clock: once
+    it catches up with real now it goes on at real time (the gateway rejects readings
+    from the future). A start in the past thus replays history fast, then runs live.
+    """
+
+    def __init__(self, start_epoch: float, speed: float, ticks_base: int = TICKS_PERIOD - 120_000,
+                 realtime_cap: bool = True):
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.start_epoch = float(start_epoch)
+        self.speed = float(speed)
+        self.ticks_base = ticks_base
+        self.realtime_cap = realtime_cap
+        self._real0: float | None = None
+        self._wall0 = 0.0
+
+    def start(self) -> None:
+        if self._real0 is None:
+            self._real0 = time.monotonic()
+            self._wall0 = time.time()
+
+    def _at(self, real: float) -> float:
+        e = real - self._real0
+        sim = self.start_epoch + e * self.speed
+        if self.realtime_cap:
+            sim = min(sim, max(self.start_epoch, self._wall0 + e))
+        return sim
+
+    def now(self) -> float:
+        """Simulated Unix seconds."""
+        if self._real0 is None:
+            return self.start_epoch
+        return self._at(time.monotonic())
+
+    def real_at(self, sim_epoch: float) -> float:
+        """time.monotonic() value at which the simulated clock reaches `sim_epoch`."""
+        if self._real0 is None:
+            return time.monotonic() + (sim_epoch - self.start_epoch) / self.speed
+        fast = self._real0 + (sim_epoch - self.start_epoch) / self.speed
+        if not self.realtime_cap:
+            return fast
+        live = self._real0 + (sim_epoch - self._wall0)  # at 1x once caught up with real now
+        return max(fast, live)
+
+    def delay_s(self, sim_ms: float) -> float:
+        """Real seconds from now until `sim_ms` simulated milliseconds have passed."""
+        return max(0.0, self.real_at(self.now() + sim_ms / 1000.0) - time.monotonic())
+
+    @property
+    def live(self) -> bool:
+        """True once the clock has caught up with real time (and so runs at 1x)."""
+        if not self.realtime_cap or self._real0 is None:
+            return False
+        e = time.monotonic() - self._real0
+        return self.start_epoch + e * self.speed >= self._wall0 + e
+
+    def ticks_ms(self) -> int:
+        return (int((self.now() - self.start_epoch) * 1000) + self.ticks_base) & TICKS_MASK
+
+
+class MicroTime:
+    """MicroPython's `time` module on the simulated clock."""
+
+    def __init__(self, clock: SimClock):
+        self._clock = clock
+
+    def ticks_ms(self) -> int:
+        return self._clock.ticks_ms()
+
+    @staticmethod
+    def ticks_diff(a: int, b: int) -> int:
+        return ((a - b + TICKS_HALF) & TICKS_MASK) - TICKS_HALF
+
+    @staticmethod
+    def ticks_add(t: int, delta: int) -> int:
+        return (t + delta) & TICKS_MASK
+
+    def time(self) -> int:
+        return int(self._clock.now())
+
+    @staticmethod
+    def gmtime(secs: float | None = None):
+        return time.gmtime(secs)
+
+    def sleep_ms(self, ms: int) -> None:
+        time.sleep(self._clock.delay_s(ms))
+
+    def sleep(self, s: float) -> None:
+        time.sleep(self._clock.delay_s(s * 1000.0))

@@ -1,0 +1,520 @@
+"""A fleet of emulated meters: the real firmware on CPython against a real broker.
+
+Each EmulatedMeter runs the unmodified `aquameter` package (Board + Meter) with its own
+stand-ins for machine, network and umqtt.simple. A Scheduler runs every meter's step()
+when it asked to run again (a heap of deadlines served by a few worker threads); an
+inbound MQTT message or a lost link wakes its meter at once, so a valve command is
+applied within milliseconds. Idle workers sleep on a condition variable.
+
+The water a meter's sensor sees comes from usage.MeterUsage (seeded, reproducible), cut
+by the meter's own valve (a closed valve delivers nothing) and by power (pulses while
+the meter is off are never counted). The ground truth is what the sensor emitted while
+powered: exact integers, with ml = pulses * 1_000_000 // pulses_per_m3, the firmware's
+own integer rule.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import random
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+from aquameter import config as fw_config
+from aquameter.app import Meter
+from aquameter.hal import Board
+
+from .clock import MicroTime, SimClock
+from .standins import Machine, MachineReset, MQTTClient, MQTTHooks, Network
+from .usage import MeterUsage, Profile, assign_profiles
+
+log = logging.getLogger("aquafog.emulator")
+
+EMULATOR_POLL_MS = 3_600_000  # inbound messages wake a meter; no need to poll
+
+
+class WaterLine:
+    """The pipe through one meter: demand from the usage model, cut by valve and power.
+
+    All reads happen under one lock with a non-decreasing time, so the counter the
+    firmware reads and the ground truth are the same monotonic integer sequence.
+    """
+
+    def __init__(self, usage: MeterUsage, pulses_per_m3: int):
+        self.usage = usage
+        self.ppm3 = pulses_per_m3
+        self.lock = threading.Lock()
+        self.last_t = usage.origin
+        self._last_demand = 0
+        self.stop_t: float | None = None
+        self._blocked = 0  # demand pulses not delivered while the valve was closed
+        self._closed_at: int | None = None  # demand when the valve closed
+        self._unpowered = 0  # delivered pulses while the meter was off
+        self._off_at: int | None = 0  # delivered pulses at power-off (off until the first power-on)
+        self.boot_base = 0  # delivered pulses when the current boot's counter started
+
+    def _demand(self, t: float) -> int:
+        t = max(t, self.last_t)
+        if self.stop_t is not None:
+            t = min(t, self.stop_t)
+        self.last_t = max(self.last_t, t)
+        p = max(self._last_demand, self.usage.pulses(t, self.ppm3))
+        self._last_demand = p
+        return p
+
+    def _delivered(self, t: float) -> int:
+        p = self._demand(t)
+        if self._closed_at is not None:
+            p = self._closed_at
+        return p - self._blocked
+
+    def counted(self, t: float) -> int:
+        """Pulses a meter powered all along would have counted minus those it could not."""
+        with self.lock:
+            d = self._delivered(t) if self._off_at is None else self._off_at
+            return d - self._unpowered
+
+    def counter(self, t: float) -> int:
+        """The hardware counter of the current boot."""
+        with self.lock:
+            return self._delivered(t) - self.boot_base
+
+    def set_closed(self, closed: bool, t: float) -> None:
+        with self.lock:
+            if closed and self._closed_at is None:
+                self._closed_at = self._demand(t)
+            elif not closed and self._closed_at is not None:
+                self._blocked += self._demand(t) - self._closed_at
+                self._closed_at = None
+
+    def power_off(self, t: float, delivered: int | None = None) -> None:
+        """`delivered`: the value the last counter read saw (graceful: the chip resets
+        right after the firmware saved it)."""
+        with self.lock:
+            if self._off_at is None:
+                self._off_at = self._delivered(t) if delivered is None else delivered
+
+    def power_on(self, t: float) -> None:
+        with self.lock:
+            d = self._delivered(t)
+            if self._off_at is not None:
+                self._unpowered += d - self._off_at
+                self._off_at = None
+            self.boot_base = d
+
+    def stop(self, t: float) -> None:
+        with self.lock:
+            self.stop_t = max(t, self.last_t)
+
+
+class EmulatedMeter:
+    def __init__(self, fleet: "Fleet", meter_id: str, cfg: dict, usage: MeterUsage, fs_dir: Path):
+        self.fleet = fleet
+        self.id = meter_id
+        self.cfg = cfg
+        self.usage = usage
+        self.profile: Profile = usage.profile
+        self.fs_dir = fs_dir
+        self.line = WaterLine(usage, cfg["pulses_per_m3"])
+        self.sent: list[dict] = []  # every reading published (resends included)
+        self.boots: list[str] = []
+        self.errors: list[str] = []
+        self.powered = False
+        self.link_up = True
+        self.app: Meter | None = None
+        self.board: Board | None = None
+        self.client: MQTTClient | None = None
+        self.step_lock = threading.RLock()
+        self._rng = random.Random("dup:%d:%s" % (fleet.seed, meter_id))
+        self._last_counter = 0
+        self._relay_energised = False
+        # scheduler bookkeeping (guarded by the scheduler's lock)
+        self.due: float | None = None
+        self.running = False
+        self.wake_pending = False
+
+    # --- what tests read --------------------------------------------------------------
+    @property
+    def relay_closed(self) -> bool:
+        """The valve as the relay drives it (a powered-off relay is released: open)."""
+        return self.powered and self._relay_energised
+
+    @property
+    def valve(self) -> str | None:
+        return self.app.valve.state if (self.app and self.powered) else None
+
+    @property
+    def outbox_depth(self) -> int:
+        return len(self.app.outbox) if (self.app and self.powered) else 0
+
+    @property
+    def online(self) -> bool:
+        return bool(self.powered and self.app and self.app.online and self.client and self.client.connected)
+
+    @property
+    def boot(self) -> str | None:
+        return self.app.boot if self.app else None
+
+    # --- stand-in wiring ------------------------------------------------------------------
+    def _read_counter(self) -> int:
+        v = self.line.counter(self.fleet.clock.now())
+        self._last_counter = v
+        return v
+
+    def _pin_changed(self, pin) -> None:
+        if pin.id != self.cfg["relay_pin"]:
+            return
+        energised = (pin.value() == 1) == self.cfg["relay_active_high"]
+        self._relay_energised = energised
+        self.line.set_closed(energised, self.fleet.clock.now())
+
+    def _mqtt_factory(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
+        hooks = MQTTHooks(wake=self._wake, on_publish=self._on_publish, link_up=lambda: self.link_up,
+                          duplicate=self._duplicate)
+        self.client = MQTTClient(client_id, server, port, user, password, keepalive, ssl, hooks=hooks)
+        return self.client
+
+    def _duplicate(self) -> bool:
+        p = self.fleet.duplicate_prob
+        return p > 0 and self._rng.random() < p
+
+    def _wake(self) -> None:
+        self.fleet.scheduler.wake(self)
+
+    def _on_publish(self, topic: str, payload: bytes) -> None:
+        if not topic.endswith("/tele/reading"):
+            return
+        r = json.loads(payload, parse_float=Decimal)
+        self.sent.append({"boot": r["boot"], "seq": r["seq"], "ts": r["ts"], "pulses": r["pulses"],
+                          "ml": int(r["litres"] * 1000), "flow_mlpm": int(r["flow"] * 1000), "valve": r["valve"]})
+
+    # --- lifecycle (each under the step lock, so never in the middle of a step) ---------------------
+    def power_on(self) -> None:
+        with self.step_lock:
+            if self.powered:
+                return
+            self.line.power_on(self.fleet.clock.now())
+            self._last_counter = 0
+            self._relay_energised = False
+            machine = Machine(self._read_counter, self._pin_changed, self.id.encode()[:6].ljust(6, b"\0"))
+            self.board = Board(self.cfg, machine=machine, network=Network(lambda: self.link_up),
+                               mqtt_client=self._mqtt_factory, clock=MicroTime(self.fleet.clock),
+                               fs_root=str(self.fs_dir), poll_ms=EMULATOR_POLL_MS)
+            self.app = Meter(self.board, self.cfg)
+            self.powered = True
+            self.app.start()
+            self.boots.append(self.app.boot)
+        self.fleet.scheduler.wake(self)
+
+    def power_off(self) -> None:
+        """Abrupt: the link drops (the broker publishes the will), RAM is lost."""
+        with self.step_lock:
+            if not self.powered:
+                return
+            self.powered = False
+            if self.client is not None:
+                self.client.cut()
+            self.line.power_off(self.fleet.clock.now())
+            self._relay_energised = False
+            self.line.set_closed(False, self.fleet.clock.now())
+
+    def reboot(self) -> None:
+        """Graceful: the firmware's shutdown() (persist, offline status, disconnect), then a new boot."""
+        with self.step_lock:
+            if not self.powered:
+                return
+            self.app.shutdown()
+            self.powered = False
+            if self.client is not None:
+                self.client.cut()  # no-op after a clean disconnect
+            # the chip resets right after shutdown() saved what it last read
+            self.line.power_off(self.fleet.clock.now(), delivered=self.line.boot_base + self._last_counter)
+            self._relay_energised = False
+            self.line.set_closed(False, self.fleet.clock.now())
+            self.power_on()
+
+    def net_down(self) -> None:
+        """The meter's network disappears: Wi-Fi drops, the broker sees the link die."""
+        with self.step_lock:
+            self.link_up = False
+            if self.client is not None:
+                self.client.cut()
+        self._wake()
+
+    def net_up(self) -> None:
+        self.link_up = True
+        self._wake()
+
+    def halt(self) -> None:
+        """Fleet stop: a graceful shutdown without a reboot."""
+        with self.step_lock:
+            if self.powered:
+                try:
+                    self.app.shutdown()
+                finally:
+                    self.powered = False
+                    if self.client is not None:
+                        self.client.cut()
+
+    def run_step(self) -> int | None:
+        """One firmware step; returns the simulated ms it wants to sleep (None: don't schedule)."""
+        with self.step_lock:
+            if not self.powered:
+                return None
+            try:
+                return self.app.step()
+            except MachineReset:
+                self._hard_reset()
+                return 0
+            except Exception:  # a firmware bug: main.py would shut down and reset
+                self.errors.append(traceback.format_exc())
+                log.exception("meter %s: step failed; rebooting", self.id)
+                self.fleet.errors.append((self.id, self.errors[-1]))
+                try:
+                    self.reboot()
+                except Exception:
+                    self.errors.append(traceback.format_exc())
+                return 0
+
+    def _hard_reset(self) -> None:
+        self.power_off()
+        self.power_on()
+
+
+class Scheduler:
+    """Runs each meter's step() at the simulated time it asked for."""
+
+    def __init__(self, clock: SimClock, workers: int = 4, on_step: Callable[[], None] | None = None):
+        self.clock = clock
+        self.n_workers = workers
+        self.on_step = on_step or (lambda: None)
+        self._cond = threading.Condition()
+        self._heap: list = []
+        self._counter = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._running = False
+        self.steps = 0
+        self.max_lag_s = 0.0  # how late a step ran versus its deadline (real seconds)
+
+    def start(self) -> None:
+        self._running = True
+        for i in range(self.n_workers):
+            t = threading.Thread(target=self._work, name="emulator-%d" % i, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads = []
+
+    def _push(self, meter: EmulatedMeter, due: float) -> None:
+        meter.due = due
+        heapq.heappush(self._heap, (due, next(self._counter), meter))
+        self._cond.notify()
+
+    def wake(self, meter: EmulatedMeter) -> None:
+        with self._cond:
+            if meter.running:
+                meter.wake_pending = True
+            elif meter.due is None or meter.due > time.monotonic():
+                self._push(meter, time.monotonic())
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                meter = None
+                while self._running:
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    due, _, m = self._heap[0]
+                    if m.due != due or m.running:
+                        heapq.heappop(self._heap)  # stale entry
+                        continue
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        self._cond.wait(delay)
+                        continue
+                    heapq.heappop(self._heap)
+                    m.running = True
+                    m.due = None
+                    m.wake_pending = False
+                    self.max_lag_s = max(self.max_lag_s, -delay)
+                    meter = m
+                    break
+                if meter is None:
+                    return
+            wait_ms = meter.run_step()
+            with self._cond:
+                meter.running = False
+                self.steps += 1
+                if meter.wake_pending or wait_ms == 0:
+                    meter.wake_pending = False
+                    self._push(meter, time.monotonic())
+                elif wait_ms is not None:
+                    self._push(meter, time.monotonic() + self.clock.delay_s(wait_ms))
+            self.on_step()
+
+
+def meter_ids(n: int, prefix: str = "m") -> list[str]:
+    width = max(4, len(str(n)))
+    return ["%s%0*d" % (prefix, width, i) for i in range(1, n + 1)]
+
+
+class Fleet:
+    def __init__(self, host: str, port: int, meter_ids: list[str], seed: int = 1, speed: float = 300.0,
+                 start_epoch: float | None = None, report_interval_s: int = 60, duplicate_prob: float = 0.0,
+                 k_factor: float = 450, topic_root: str = "aquafog", fs_root: str | Path | None = None,
+                 mqtt_password: str | Callable[[str], str] = "", workers: int = 4,
+                 config_overrides: dict | None = None, horizon_s: float = 600.0):
+        """`start_epoch` defaults to a time that the simulated clock reaches real now only
+        after `horizon_s` real seconds; from then on it runs at real time (never ahead of
+        real now: the gateway rejects readings from the future)."""
+        if start_epoch is None:
+            start_epoch = int(time.time() - (speed - 1.0) * horizon_s - 5)
+        self.host, self.port = host, port
+        self.seed = seed
+        self.duplicate_prob = duplicate_prob
+        self.clock = SimClock(start_epoch, speed)
+        self.errors: list[tuple[str, str]] = []
+        self._own_fs = fs_root is None
+        self.fs_root = Path(tempfile.mkdtemp(prefix="aquafog-emu-")) if fs_root is None else Path(fs_root)
+        self._progress = threading.Condition()
+        self.scheduler = Scheduler(self.clock, workers=workers, on_step=self._stepped)
+        self.profiles = assign_profiles(list(meter_ids), seed)
+        self._meters: dict[str, EmulatedMeter] = {}
+        for mid in meter_ids:
+            raw = {
+                "meter_id": mid, "wifi_ssid": "emulated", "wifi_password": "", "broker_host": host,
+                "broker_port": port, "mqtt_password": mqtt_password(mid) if callable(mqtt_password) else mqtt_password,
+                "topic_root": topic_root, "k_factor": k_factor, "report_interval_s": report_interval_s,
+                "mqtt_keepalive_s": 0,  # the stand-in keeps the TCP link alive on real time
+            }
+            raw.update(config_overrides or {})
+            cfg, errors = fw_config.validate(raw)
+            if errors:
+                raise ValueError("meter %s: %s" % (mid, "; ".join(errors)))
+            fs_dir = self.fs_root / mid
+            fs_dir.mkdir(parents=True, exist_ok=True)
+            usage = MeterUsage(mid, seed, self.profiles[mid], start_epoch)
+            self._meters[mid] = EmulatedMeter(self, mid, cfg, usage, fs_dir)
+        self._started = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "Fleet":
+        self.clock.start()
+        self.scheduler.start()
+        for m in self._meters.values():
+            m.power_on()
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self.scheduler.stop()
+        for m in self._meters.values():
+            try:
+                m.halt()
+            except Exception:
+                log.exception("meter %s: halt failed", m.id)
+        if self._own_fs:
+            shutil.rmtree(self.fs_root, ignore_errors=True)
+
+    def __enter__(self) -> "Fleet":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- queries --------------------------------------------------------------------------------
+    @property
+    def meters(self) -> list[EmulatedMeter]:
+        return list(self._meters.values())
+
+    def meter(self, meter_id: str) -> EmulatedMeter:
+        return self._meters[meter_id]
+
+    def ground_truth(self) -> dict[str, dict[str, int]]:
+        now = self.clock.now()
+        out = {}
+        for mid, m in self._meters.items():
+            pulses = m.line.counted(now)
+            out[mid] = {"pulses": pulses, "ml": pulses * 1_000_000 // m.line.ppm3}
+        return out
+
+    # --- waiting --------------------------------------------------------------------------------
+    def _stepped(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
+
+    def wait_until(self, sim_epoch: float, timeout: float) -> None:
+        """Block until the simulated clock passes `sim_epoch` (TimeoutError after `timeout` real s)."""
+        delay = self.clock.real_at(sim_epoch) - time.monotonic()
+        if delay > timeout:
+            raise TimeoutError("simulated time %.0f is %.1f real s away (timeout %.1f s)" % (sim_epoch, delay, timeout))
+        if delay > 0:
+            time.sleep(delay)
+        while self.clock.now() < sim_epoch:
+            time.sleep(0.001)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+        """Block until predicate() holds, re-checked after every meter step."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("%s not reached within %.1f s" % (what, timeout))
+                self._progress.wait(min(left, 0.5))
+
+    def quiesce(self, timeout: float) -> None:
+        """Stop all water now, make every powered meter take a final reading, and wait until
+        every powered meter's outbox is empty (all acknowledged by the gateway)."""
+        t = self.clock.now()
+        for m in self._meters.values():
+            m.line.stop(t)
+        for m in self._meters.values():
+            with m.step_lock:
+                if m.powered:
+                    m.app.request_reading()
+            self.scheduler.wake(m)
+
+        def holding() -> list[str]:
+            return [m.id for m in self._meters.values()
+                    if m.powered and (m.app.reading_requested or len(m.app.outbox))]
+
+        try:
+            self.wait_for(lambda: not holding(), timeout, "quiesce")
+        except TimeoutError:
+            left = holding()
+            raise TimeoutError("quiesce: %d meter(s) still hold data after %.1f s: %s"
+                               % (len(left), timeout, ", ".join(left[:20]))) from None
+
+    def stats(self) -> dict:
+        ms = self.meters
+        return {
+            "sim_time": self.clock.now(),
+            "meters": len(ms),
+            "powered": sum(m.powered for m in ms),
+            "online": sum(m.online for m in ms),
+            "readings_sent": sum(len(m.sent) for m in ms),
+            "outbox": sum(m.outbox_depth for m in ms),
+            "steps": self.scheduler.steps,
+            "max_lag_s": round(self.scheduler.max_lag_s, 3),
+            "errors": len(self.errors),
+        }
