@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.aquafog-installed
 
-.PHONY: help deps run test test-fast bench lint clean
+.PHONY: help deps run test bench clean
 
 help:
 	@echo "make run    demo: Mosquitto + gateway + 200 emulated meters (Ctrl-C stops all)"

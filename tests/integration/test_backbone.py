@@ -61,7 +61,7 @@ def test_an_hour_of_200_meters_is_stored_exactly_and_ranked_exactly(gateway_fact
         first_boot = fleet.meter(rebooted).boot
         fleet.meter(rebooted).reboot()
         fleet.wait_until(start + HOUR, timeout=60)
-        fleet.quiesce(timeout=60)
+        fleet.quiesce(timeout=60, freeze=True)
         truth = fleet.ground_truth()
         stats = gw.get("/health")["ingest"]
 
@@ -87,5 +87,35 @@ def test_an_hour_of_200_meters_is_stored_exactly_and_ranked_exactly(gateway_fact
             for n in (1, 10, 57, 200):
                 got = gw.get(f"/ranking?n={n}&period={period}")["items"]
                 assert [(i["meter"], i["litres"]) for i in got] == brute_force_top(consumption, n), (period, n)
+    finally:
+        fleet.stop()
+
+
+def test_a_gateway_killed_mid_stream_loses_and_doubles_nothing(gateway_factory, broker, tmp_path):
+    """kill -9 while batches are in flight: what was not committed was not PUBACKed, so the
+    broker delivers it again, and the meters still hold what was not acknowledged."""
+    ids = meter_ids(50)
+    gw = gateway_factory(meters=ids, batch_max_delay_ms=200).start()
+    start = int(time.time()) - HOUR - 120
+    fleet = Fleet(broker.host, broker.port, ids, seed=5, speed=SPEED, start_epoch=start, fs_root=tmp_path / "f")
+    fleet.start()
+    try:
+        fleet.wait_until(start + HOUR / 3, timeout=60)
+        gw.proc.kill()
+        gw.proc.wait()
+        gw.stop()
+        fleet.wait_until(start + HOUR / 2, timeout=60)  # meters keep reading while it is down
+        gw.start()
+        fleet.wait_until(start + HOUR, timeout=60)
+        fleet.quiesce(timeout=60, freeze=True)
+        truth = fleet.ground_truth()
+        for mid in ids:
+            m = gw.get(f"/meters/{mid}")
+            assert (m["register"]["pulses"], round(m["register"]["litres"] * 1000)) == \
+                   (truth[mid]["pulses"], truth[mid]["ml"]), mid
+            assert m["readings"] == len({(r["boot"], r["seq"]) for r in fleet.meter(mid).sent}), mid
+        today, month = expected_consumption(fleet, ids)
+        got = gw.get("/ranking?n=50&period=month")["items"]
+        assert [(i["meter"], i["litres"]) for i in got] == brute_force_top(month, 50)
     finally:
         fleet.stop()

@@ -302,6 +302,8 @@ class Scheduler:
         self._counter = itertools.count()
         self._threads: list[threading.Thread] = []
         self._running = False
+        self._paused = False
+        self._active = 0  # steps running now
         self.steps = 0
         self.max_lag_s = 0.0  # how late a step ran versus its deadline (real seconds)
 
@@ -320,6 +322,18 @@ class Scheduler:
             t.join(timeout=30)
         self._threads = []
 
+    def pause(self) -> None:
+        """No step starts after this returns, and none is running (the fleet is frozen)."""
+        with self._cond:
+            self._paused = True
+            while self._active:
+                self._cond.wait()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
     def _push(self, meter: EmulatedMeter, due: float) -> None:
         meter.due = due
         heapq.heappush(self._heap, (due, next(self._counter), meter))
@@ -337,7 +351,7 @@ class Scheduler:
             with self._cond:
                 meter = None
                 while self._running:
-                    if not self._heap:
+                    if self._paused or not self._heap:
                         self._cond.wait()
                         continue
                     due, _, m = self._heap[0]
@@ -349,6 +363,7 @@ class Scheduler:
                         self._cond.wait(delay)
                         continue
                     heapq.heappop(self._heap)
+                    self._active += 1
                     m.running = True
                     m.due = None
                     m.wake_pending = False
@@ -360,7 +375,10 @@ class Scheduler:
             wait_ms = meter.run_step()
             with self._cond:
                 meter.running = False
+                self._active -= 1
                 self.steps += 1
+                if self._paused:
+                    self._cond.notify_all()
                 if meter.wake_pending or wait_ms == 0:
                     meter.wake_pending = False
                     self._push(meter, time.monotonic())
@@ -482,9 +500,13 @@ class Fleet:
                     raise TimeoutError("%s not reached within %.1f s" % (what, timeout))
                 self._progress.wait(min(left, 0.5))
 
-    def quiesce(self, timeout: float) -> None:
+    def quiesce(self, timeout: float, freeze: bool = False) -> None:
         """Stop all water now, make every powered meter take a final reading, and wait until
-        every powered meter's outbox is empty (all acknowledged by the gateway)."""
+        every powered meter's outbox is empty (all acknowledged by the gateway).
+
+        With freeze=True the meters are also stopped stepping once that holds (no further
+        readings), so a test can compare the gateway with `sent` and `ground_truth()`
+        while nothing moves; `resume()` lets them run again."""
         t = self.clock.now()
         for m in self._meters.values():
             m.line.stop(t)
@@ -495,15 +517,31 @@ class Fleet:
             self.scheduler.wake(m)
 
         def holding() -> list[str]:
-            return [m.id for m in self._meters.values()
-                    if m.powered and (m.app.reading_requested or len(m.app.outbox))]
+            out = []
+            for m in self._meters.values():
+                with m.step_lock:  # never look at a meter halfway through its step
+                    if m.powered and (m.app.reading_requested or len(m.app.outbox)):
+                        out.append(m.id)
+            return out
 
+        deadline = time.monotonic() + timeout
         try:
-            self.wait_for(lambda: not holding(), timeout, "quiesce")
+            while True:
+                self.wait_for(lambda: not holding(), max(0.0, deadline - time.monotonic()), "quiesce")
+                if not freeze:
+                    return
+                self.scheduler.pause()
+                if not holding():  # nothing can change it any more
+                    return
+                self.scheduler.resume()
         except TimeoutError:
             left = holding()
             raise TimeoutError("quiesce: %d meter(s) still hold data after %.1f s: %s"
                                % (len(left), timeout, ", ".join(left[:20]))) from None
+
+    def resume(self) -> None:
+        """Let frozen meters run again (see quiesce)."""
+        self.scheduler.resume()
 
     def stats(self) -> dict:
         ms = self.meters
