@@ -40,6 +40,7 @@ class GatewayConfig:
     # ingest
     batch_max_rows: int = 5000
     batch_max_delay_ms: int = 250
+    ack_interval_ms: int = 1000
     max_payload_bytes: int = 8192
     max_clock_skew_s: int = 300
     min_valid_ts: int = 1577836800
@@ -128,6 +129,7 @@ class GatewayConfig:
         between("http_threads", 1, 256)
         between("batch_max_rows", 1, 100_000)
         between("batch_max_delay_ms", 1, 10_000, " (the delay before readings are on disk and acknowledged)")
+        between("ack_interval_ms", 0, 60_000, " (at most one persistence ack per meter per interval)")
         between("max_payload_bytes", 256, 1_048_576)
         between("max_clock_skew_s", 0, 86_400)
         between("max_flow_lpm", 1, 1_000_000)

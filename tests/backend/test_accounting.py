@@ -25,7 +25,7 @@ class Store:
     def __init__(self, path, tz="UTC"):
         self.engine = open_engine(path)
         add_meters(self.engine, ["m1"])
-        self.acc = Accounting(Calendar(tz))
+        self.acc = Accounting(Calendar(tz), self.engine.dialect)
         self.rejects: list[Reject] = []
 
     def feed(self, batch: list[Reading]) -> None:

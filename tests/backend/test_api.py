@@ -40,7 +40,7 @@ def env(tmp_path):
     engine = open_engine(cfg.db_path)
     ids = [f"m{i:03d}" for i in range(1, 31)]
     add_meters(engine, ids)
-    acc = Accounting(Calendar("UTC"))
+    acc = Accounting(Calendar("UTC"), engine.dialect)
     # meter i uses i*100 ml today (two readings), meters 1-3 tie at the top with 5000
     with engine.begin() as conn:
         acc.load(conn, ids)

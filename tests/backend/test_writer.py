@@ -30,7 +30,7 @@ class FakePublisher:
         self.connected = True
         self.published = threading.Condition()
 
-    def publish(self, topic, payload):
+    def publish(self, topic, payload, qos=1):
         if not self.connected:
             return None
         with self.published:
@@ -292,3 +292,25 @@ def test_a_result_for_an_unknown_command_is_rejected(h):
     h.settle()
     counts = {(r.reason, r.field): r.count for r in h.db(select(ingest_counters))}
     assert counts == {("unknown_command", "id"): 1}
+
+
+def test_acks_are_coalesced_to_one_per_meter_per_interval_and_the_last_one_is_never_lost(tmp_path):
+    h = Harness(tmp_path, ack_interval_ms=1000)
+    try:
+        acks = lambda: [(t, p) for t, p in h.pub.sent if t == "aquafog/m1/cmnd/ack"]  # noqa: E731
+        h.send(("aquafog/m1/tele/reading", reading(seq=0, ml=0)))
+        h.settle()
+        h.pub.wait_for(lambda t, p: t == "aquafog/m1/cmnd/ack")
+        t_first = time.monotonic()
+        for i in range(1, 6):  # five more batches within the interval
+            h.send(("aquafog/m1/tele/reading", reading(seq=i, ml=i)))
+            h.settle()
+        assert len(acks()) == 1
+        h.pub.wait_for(lambda t, p: t == "aquafog/m1/cmnd/ack" and b'"seq":5' in p)
+        assert time.monotonic() - t_first >= 0.99
+        assert [json.loads(p)["seq"] for _, p in acks()] == [0, 5]  # one ack says it all
+        h.send(("aquafog/m1/status", birth()))  # a birth is answered at once
+        h.settle()
+        h.pub.wait_for(lambda t, p: len(acks()) == 3)
+    finally:
+        h.stop()

@@ -22,7 +22,10 @@ class GatewayProcess:
         self.http_port = free_port()
         self.log_path = self.workdir / "gateway.log"
         cfg = {"db_path": str(self.db_path), "mqtt_port": broker_port, "http_port": self.http_port,
-               "mqtt_client_id": "aquafog-gateway-test", "batch_max_delay_ms": 50, **settings}
+               "mqtt_client_id": "aquafog-gateway-test", "batch_max_delay_ms": 50,
+               # emulated meters live up to 360x faster than real time: 1 s between acks
+               # would be 6 simulated minutes, longer than their ack timeout
+               "ack_interval_ms": 100, **settings}
         self.conf = self.workdir / "gateway.toml"
         self.conf.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
         if meters:

@@ -199,7 +199,7 @@ def populate(db: Path, meters: int) -> float:
     engine = open_engine(db)
     ids = [f"r{m:06d}" for m in range(meters)]
     add_meters(engine, ids)
-    acc = Accounting(Calendar("UTC"))
+    acc = Accounting(Calendar("UTC"), engine.dialect)
     now = int(time.time())
     t0 = time.time()
     for i in range(0, meters, 5000):

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from ..periods import Calendar
 from ..protocol import Reading, Reject
+from ..store.bulk import Bulk
 from ..store.schema import consumption_daily, consumption_monthly, meter_boots, meters, readings
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,33 @@ def _segment(prev: tuple | None, nxt: tuple) -> int:
     return 0  # across boots only: a counter reset starts a new baseline
 
 
+READING_COLUMNS = ["meter_pk", "boot_idx", "seq", "ts", "pulses", "ml", "flow_mlpm", "valve", "rx_ms"]
+# the meter row, in the table's column order (how the compiled UPDATE wants them)
+METER_COLUMNS = ["boot", "boot_idx", "seq", "ts", "pulses", "ml", "flow_mlpm", "valve_reported", "last_seen_ms",
+                 "total_ml", "readings", "online", "status_boot", "status_ms", "fw"]
+
+
+def _upsert_add(table, key: str):
+    stmt = sqlite_insert(table)
+    return stmt.on_conflict_do_update(index_elements=[table.c.meter, table.c[key]],
+                                      set_={"ml": table.c.ml + stmt.excluded.ml})
+
+
+class Statements:
+    """The batch's hot statements, compiled once (see store/bulk.py)."""
+
+    def __init__(self, dialect):
+        self.readings = Bulk(readings.insert(), dialect, READING_COLUMNS)
+        self.daily = Bulk(_upsert_add(consumption_daily, "day"), dialect, ["meter", "day", "ml"])
+        self.monthly = Bulk(_upsert_add(consumption_monthly, "month"), dialect, ["meter", "month", "ml"])
+        self.meters = Bulk(meters.update().where(meters.c.pk == bindparam("b_pk")), dialect,
+                           METER_COLUMNS + ["b_pk"], column_keys=METER_COLUMNS)
+
+
 class Accounting:
-    def __init__(self, calendar: Calendar):
+    def __init__(self, calendar: Calendar, dialect):
         self.calendar = calendar
+        self.sql = Statements(dialect)
         self.states: dict[str, MeterState] = {}
 
     # ------------------------------------------------------------ loading
@@ -123,6 +148,7 @@ class Batch:
         self.monthly: dict[tuple[str, int], int] = {}
         self.touched: dict[int, MeterState] = {}   # meters whose row must be rewritten
         self.acked: dict[int, MeterState] = {}     # meters to send a persistence ack
+        self.answered: dict[int, MeterState] = {}  # meters whose birth is answered at once
         self.accepted = 0
         self.duplicates = 0
         self.late = 0
@@ -165,10 +191,7 @@ class Batch:
         self.new_boots.append({"meter_pk": st.pk, "boot_idx": idx, "boot": boot, "first_seen_ms": rx_ms})
 
     def _store(self, st: MeterState, idx: int, r: Reading, rx_ms: int) -> None:
-        self.rows.append({
-            "meter_pk": st.pk, "boot_idx": idx, "seq": r.seq, "ts": r.ts, "pulses": r.pulses,
-            "ml": r.ml, "flow_mlpm": r.flow_mlpm, "valve": r.valve, "rx_ms": rx_ms,
-        })
+        self.rows.append((st.pk, idx, r.seq, r.ts, r.pulses, r.ml, r.flow_mlpm, r.valve, rx_ms))
         self.rows_meters.add(st.pk)
         st.readings += 1
         st.last_seen_ms = rx_ms
@@ -177,7 +200,7 @@ class Batch:
 
     def flush_rows(self, conn: Connection) -> None:
         if self.rows:
-            conn.execute(readings.insert(), self.rows)
+            self.acc.sql.readings.run(conn, self.rows)
             self.rows = []
             self.rows_meters.clear()
 
@@ -233,39 +256,16 @@ class Batch:
         if self.new_boots:
             conn.execute(meter_boots.insert(), self.new_boots)
         self.flush_rows(conn)
-        _add(conn, consumption_daily, "day", self.daily)
-        _add(conn, consumption_monthly, "month", self.monthly)
-        if self.touched:
-            conn.execute(
-                meters.update().where(meters.c.pk == bindparam("b_pk")),
-                [_meter_row(st) for st in self.touched.values()],
-            )
+        sql = self.acc.sql
+        sql.daily.run(conn, [(m, k, v) for (m, k), v in self.daily.items()])
+        sql.monthly.run(conn, [(m, k, v) for (m, k), v in self.monthly.items()])
+        sql.meters.run(conn, [_meter_row(st) for st in self.touched.values()])
 
 
-def _meter_row(st: MeterState) -> dict:
-    h = st.head
-    row = {
-        "b_pk": st.pk, "total_ml": st.total_ml, "readings": st.readings, "last_seen_ms": st.last_seen_ms,
-        "online": st.online, "status_boot": st.status_boot, "status_ms": st.status_ms, "fw": st.fw,
-        "valve_reported": st.valve_reported,
-    }
-    if h is not None:
-        row.update(boot=h[H_BOOT], boot_idx=h[H_IDX], seq=h[H_SEQ], ts=h[H_TS], pulses=h[H_PULSES],
-                   ml=h[H_ML], flow_mlpm=h[H_FLOW])
-    else:
-        row.update(boot=None, boot_idx=None, seq=None, ts=None, pulses=None, ml=None, flow_mlpm=None)
-    return row
-
-
-def _add(conn: Connection, table, key: str, deltas: dict) -> None:
-    if not deltas:
-        return
-    stmt = sqlite_insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.meter, table.c[key]],
-        set_={"ml": table.c.ml + stmt.excluded.ml},
-    )
-    conn.execute(stmt, [{"meter": m, key: k, "ml": v} for (m, k), v in deltas.items()])
+def _meter_row(st: MeterState) -> tuple:
+    h = st.head or (None,) * 8
+    return (h[H_BOOT], h[H_IDX], h[H_SEQ], h[H_TS], h[H_PULSES], h[H_ML], h[H_FLOW], st.valve_reported,
+            st.last_seen_ms, st.total_ml, st.readings, st.online, st.status_boot, st.status_ms, st.fw, st.pk)
 
 
 def _backwards(r: Reading, ml: int, pulses: int, what: str) -> Reject:

@@ -1,4 +1,5 @@
-"""The gateway's outgoing MQTT connection: persistence acks and valve commands.
+"""The gateway's outgoing MQTT connection: persistence acks (QoS 0) and valve commands
+(QoS 1).
 
 Separate from the receiver's connection so that a flood of incoming readings never
 delays a command, and so the core process can publish without a round trip through
@@ -25,7 +26,9 @@ class Publisher:
         if username:
             c.username_pw_set(username, password or None)
         c.reconnect_delay_set(0.2, 5)
-        c.max_inflight_messages_set(1000)
+        # 0 = no client-side window: paho rescans its whole outgoing queue on every PUBACK
+        # while a window is full, which is quadratic when a batch acks thousands of meters.
+        c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -45,11 +48,11 @@ class Publisher:
     def connected(self) -> bool:
         return self.client.is_connected()
 
-    def publish(self, topic: str, payload: bytes) -> int | None:
-        """QoS 1, never retained. Returns the mid, or None when not connected."""
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> int | None:
+        """Never retained. Returns the mid, or None when not connected."""
         if not self.client.is_connected():
             return None
-        info = self.client.publish(topic, payload, qos=1, retain=False)
+        info = self.client.publish(topic, payload, qos=qos, retain=False)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return None
         return info.mid

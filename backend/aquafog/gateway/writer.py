@@ -76,7 +76,7 @@ class Writer(threading.Thread):
         self.topics = Topics(cfg.topic_root)
         self.limits = cfg.limits
         self.calendar = Calendar(cfg.timezone)
-        self.acc = Accounting(self.calendar)
+        self.acc = Accounting(self.calendar, engine.dialect)
         self.ledger = CommandLedger(self.topics, cfg.command_ttl_s, cfg.command_resend_s)
         self.stats = IngestStats()
         self.stopped = threading.Event()
@@ -87,6 +87,10 @@ class Writer(threading.Thread):
         self._log_budget: dict[str, list] = {}
         self._retry_at = 0.0
         self._retry_delay = 0.5
+        self._ack_interval = cfg.ack_interval_ms / 1000
+        self._last_ack: dict[str, float] = {}      # meter -> when it was last acked (monotonic)
+        self._ack_pending: dict[str, MeterState] = {}
+        self._ack_flush_at = 0.0
 
     # ------------------------------------------------------------ API side
 
@@ -126,6 +130,8 @@ class Writer(threading.Thread):
                 wake = min(next_sweep, deadline if batch else next_sweep)
                 if self._retry_at:
                     wake = min(wake, self._retry_at)
+                if self._ack_pending:
+                    wake = min(wake, self._ack_flush_at)
                 try:
                     item = self.events.get(timeout=max(0.0, wake - now))
                 except queue.Empty:
@@ -146,6 +152,8 @@ class Writer(threading.Thread):
                 if batch and (len(batch) >= max_rows or now >= deadline) and now >= self._retry_at:
                     if self._commit(batch):
                         batch = []
+                if self._ack_pending and now >= self._ack_flush_at:
+                    self._send_acks([], now)
                 if now >= next_sweep:
                     next_sweep = now + SWEEP_EVERY_S
                     self._sweep()
@@ -209,13 +217,10 @@ class Writer(threading.Thread):
         self._retry_delay = 0.5
         self.stats.store_error = None
         self._puback(msgs)
+        answer_now, acked = acked
         for st in acked.values():
-            h = st.head
-            if h is None:
-                payload = encode_ack(None, None, 0, 0)
-            else:
-                payload = encode_ack(h[H_BOOT], h[H_SEQ], h[H_PULSES], h[H_ML])
-            self.publisher.publish(self.topics.ack(st.meter), payload)
+            self._ack_pending[st.meter] = st
+        self._send_acks(answer_now.values(), time.monotonic())
         self._publish_all(publishes)
         now_ms = _now_ms()
         self.stats.last_commit_ms = now_ms
@@ -226,13 +231,41 @@ class Writer(threading.Thread):
             log.debug("committed %d messages in %.1f ms", len(msgs), (time.monotonic() - t0) * 1000)
         return True
 
+    def _send_acks(self, answer_now, now: float) -> None:
+        """Persistence acks: births are answered at once; otherwise a meter gets at most
+        one ack per ack_interval_ms (an ack is cumulative, so the last one says it all)."""
+        due = list(answer_now)
+        for st in due:
+            self._ack_pending.pop(st.meter, None)
+        next_at = None
+        for meter, st in list(self._ack_pending.items()):
+            at = self._last_ack.get(meter, 0.0) + self._ack_interval
+            if at <= now:
+                due.append(st)
+                del self._ack_pending[meter]
+            elif next_at is None or at < next_at:
+                next_at = at
+        self._ack_flush_at = next_at or 0.0
+        for st in due:
+            self._last_ack[st.meter] = now
+            h = st.head
+            if h is None:
+                payload = encode_ack(None, None, 0, 0)
+            else:
+                payload = encode_ack(h[H_BOOT], h[H_SEQ], h[H_PULSES], h[H_ML])
+            # QoS 0: an ack is cumulative, so a lost one is made good by the next one, or by
+            # the answer to the birth when the meter reconnects; it saves two packets a meter.
+            self.publisher.publish(self.topics.ack(st.meter), payload, qos=0)
+        if len(self._last_ack) > 4 * len(self.acc.states) + 10_000:
+            self._last_ack = {m: t for m, t in self._last_ack.items() if now - t < self._ack_interval}
+
     def _replay_one_by_one(self, msgs: list):
         """Isolate the message that breaks a batch: it is rejected, the rest is stored."""
         self.acc.states.clear()
-        acked, publishes = {}, []
+        answered, acked, publishes = {}, {}, []
         for m in msgs:
             try:
-                a, p = self._apply([m])
+                (b, a), p = self._apply([m])
             except OperationalError:
                 raise
             except Exception as exc:
@@ -240,9 +273,10 @@ class Writer(threading.Thread):
                 self.acc.states.clear()
                 self._commit_reject(m, Reject("internal_error", None, f"gateway error: {exc!r}"))
                 continue
+            answered.update(b)
             acked.update(a)
             publishes.extend(p)
-        return acked, publishes
+        return (answered, acked), publishes
 
     def _apply(self, msgs: list):
         now = time.time()
@@ -304,14 +338,14 @@ class Writer(threading.Thread):
         s.rejected += len(rejects)
         for m, rej in rejects:
             self._log_reject(m[3], rej)
-        return batch.acked, publishes
+        return (batch.answered, batch.acked), publishes
 
     def _status(self, conn, batch, st: MeterState, s: Status, now_ms: int) -> list[Publish]:
         if s.online:
             st.online, st.status_boot, st.status_ms, st.fw = True, s.boot, now_ms, s.fw
             st.valve_reported = s.valve
             batch.touched[st.pk] = st
-            batch.acked[st.pk] = st  # every birth is answered with the persisted register
+            batch.answered[st.pk] = st  # every birth is answered at once with the persisted register
             return self.ledger.on_birth(conn, st, s, now_ms)
         if s.boot is None or st.status_boot is None or s.boot == st.status_boot:
             st.online, st.status_ms = False, now_ms
