@@ -145,6 +145,7 @@ class Writer(threading.Thread):
                     elif kind == "stop":
                         if batch:
                             self._commit(batch)
+                        self._send_acks([], time.monotonic() + self._ack_interval)  # nothing held back
                         break
                     else:
                         self._event(item)
