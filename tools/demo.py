@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,13 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 
-from aquafog.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
+from aquafog.broker import LocalBroker  # noqa: E402
+from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 PY = sys.executable
 
 
 def port_free(port: int) -> bool:
-    import socket
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -64,21 +65,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         broker = LocalBroker(run / "broker").start()
-        http_port = args.http_port if port_free(args.http_port) else free_port()
-        conf = run / "gateway.toml"
-        conf.write_text(f'db_path = "{run / "gateway.db"}"\nmqtt_port = {broker.port}\nhttp_port = {http_port}\n'
-                        f'timezone = "{args.timezone}"\n')
+        http_port = args.http_port if port_free(args.http_port) else None
         ids = [f"m{i:04d}" for i in range(1, args.meters + 1)]
-        (run / "meters.txt").write_text("\n".join(ids) + "\n")
-        subprocess.run([PY, "-m", "aquafog", "meter", "add", "-c", str(conf), "--file", str(run / "meters.txt")],
-                       check=True, stdout=subprocess.DEVNULL)
-
-        gw_log = open(run / "gateway.log", "ab")
-        gw = subprocess.Popen([PY, "-m", "aquafog", "gateway", "-c", str(conf)], stdout=gw_log,
-                              stderr=subprocess.STDOUT)
-        children.append(("gateway", gw))
-        wait_for_port("127.0.0.1", http_port, 30, gw)
-        api = f"http://127.0.0.1:{http_port}/api/v1"
+        gateway = LocalGateway(run, broker.port, ids, http_port=http_port, timezone=args.timezone)
+        gateway.start()
+        children.append(("gateway", gateway.proc))
+        api = gateway.url
 
         fleet_log = open(run / "emulator.log", "ab")
         start = int(time.time() - args.replay_hours * 3600)

@@ -35,7 +35,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "backend"))
 
-from aquafog.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
+from aquafog.broker import LocalBroker  # noqa: E402
+from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 PY = sys.executable
 TOPIC = "aquafog/+/tele/reading"
@@ -47,40 +48,13 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------ gateway process
 
-class GatewayProc:
-    def __init__(self, workdir: Path, broker_port: int, db: Path):
-        self.http_port = free_port()
-        self.conf = workdir / "gateway.toml"
-        self.conf.write_text(
-            f'db_path = "{db}"\nmqtt_port = {broker_port}\nhttp_port = {self.http_port}\n'
-            f'mqtt_client_id = "bench-gateway"\nlog_level = "WARNING"\n')
-        self.proc = None
+def make_gateway(workdir: Path, broker_port: int, db: Path) -> LocalGateway:
+    return LocalGateway(workdir, broker_port, db_path=str(db), mqtt_client_id="bench-gateway", log_level="WARNING")
 
-    def start(self) -> "GatewayProc":
-        self.proc = subprocess.Popen([PY, "-m", "aquafog", "gateway", "-c", str(self.conf)])
-        wait_for_port("127.0.0.1", self.http_port, 30, self.proc)
-        return self
 
-    def health(self, conn: http.client.HTTPConnection | None = None) -> dict:
-        c = conn or http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
-        c.request("GET", "/api/v1/health")
-        return json.loads(c.getresponse().read())
-
-    def wait_healthy(self, timeout=30.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if self.health()["status"] == "ok":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("gateway did not become healthy")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
+def health(conn: http.client.HTTPConnection) -> dict:
+    conn.request("GET", "/api/v1/health")
+    return json.loads(conn.getresponse().read())
 
 
 # ------------------------------------------------------------------ ingest
@@ -112,22 +86,14 @@ def publish_backlog(port: int, n: int, meters: int) -> float:
     return rate
 
 
-def register(db: Path, meters: int) -> None:
-    ids = Path(db).with_suffix(".ids")
-    ids.write_text("\n".join(f"b{m:06d}" for m in range(meters)))
-    subprocess.run([PY, "-m", "aquafog", "meter", "add", "--db", str(db), "--file", str(ids)], check=True,
-                   stdout=subprocess.DEVNULL)
-
-
 def bench_ingest(workdir: Path, n: int, meters: int) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(workdir / "broker").start()
     try:
         db = workdir / "ingest.db"
-        register(db, meters)
-        gw = GatewayProc(workdir, broker.port, db).start()
-        gw.wait_healthy()
-        gw.stop()  # its persistent session now waits for the backlog
+        gw = make_gateway(workdir, broker.port, db)
+        gw.register([f"b{m:06d}" for m in range(meters)])
+        gw.start().stop()  # its persistent session now waits for the backlog
         sub_args = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-c", "-i", "bench-msub",
                     "-t", TOPIC]
         subprocess.run(sub_args + ["-E"], check=True)
@@ -152,7 +118,7 @@ def bench_ingest(workdir: Path, n: int, meters: int) -> dict:
         hc = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=10)
         deadline = time.time() + 600
         while True:
-            h = gw.health(hc)
+            h = health(hc)
             if h["ingest"]["accepted"] >= n:
                 t_end = time.time()
                 break
@@ -241,8 +207,7 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
         db = workdir / "ranking.db"
         log(f"ranking: filling the store with {meters} meters ...")
         fill_s = populate(db, meters)
-        gw = GatewayProc(workdir, broker.port, db).start()
-        gw.wait_healthy()
+        gw = make_gateway(workdir, broker.port, db).start()
         conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=10)
         _latencies(conn, "/api/v1/ranking?n=10", 200)  # warm up caches
         floor = _latencies(conn, "/api/v1/health", count)
