@@ -44,6 +44,8 @@ UNKNOWN_METER_CACHE_S = 5.0
 REJECTS_KEPT = 1000
 LOG_REJECTS_PER_MINUTE = 10
 OUTCOMES = ("accepted", "duplicate", "late", "register_reset")
+URGENT_SUFFIX = "/stat/valve"
+URGENT_DELAY_S = 0.005
 
 
 @dataclass
@@ -142,6 +144,9 @@ class Writer(threading.Thread):
                         if not batch:
                             deadline = time.monotonic() + max_delay
                         batch.extend(item[1])
+                        if any(m[3].endswith(URGENT_SUFFIX) for m in item[1]):
+                            # an operator is waiting for this valve's answer: commit soon
+                            deadline = min(deadline, time.monotonic() + URGENT_DELAY_S)
                     elif kind == "stop":
                         if batch:
                             self._commit(batch)
