@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 
 from aquafog.config import GatewayConfig
 from aquafog.gateway.commands import CommandConflict, UnknownMeter

@@ -243,8 +243,6 @@ class Batch:
             old = _segment(pred, succ)
             self._count(st, succ[2], _segment(me, succ) - old)
         self._count(st, r.ts, _segment(pred, me))
-        if idx not in st.boot_ids:  # pragma: no cover - a late reading's boot is always known
-            self._new_boot(st, idx, r.boot, rx_ms)
         self._store(st, idx, r, rx_ms)
         self.late += 1
         return None

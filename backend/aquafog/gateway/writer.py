@@ -205,12 +205,12 @@ class Writer(threading.Thread):
         t0 = time.monotonic()
         try:
             try:
-                acked, publishes = self._apply(msgs)
+                (answered, acked), publishes = self._apply(msgs)
             except OperationalError:
                 raise
             except Exception:
                 log.exception("batch of %d messages failed; replaying them one by one", len(msgs))
-                acked, publishes = self._replay_one_by_one(msgs)
+                (answered, acked), publishes = self._replay_one_by_one(msgs)
         except OperationalError as exc:
             self.acc.states.clear()  # in-memory state ran ahead of the rolled-back store
             self.stats.store_error = f"store write failed: {exc.orig or exc}"
@@ -223,10 +223,9 @@ class Writer(threading.Thread):
         self._retry_delay = 0.5
         self.stats.store_error = None
         self._puback(msgs)
-        answer_now, acked = acked
         for st in acked.values():
             self._ack_pending[st.meter] = st
-        self._send_acks(answer_now.values(), time.monotonic())
+        self._send_acks(answered.values(), time.monotonic())
         self._publish_all(publishes)
         now_ms = _now_ms()
         self.stats.last_commit_ms = now_ms
