@@ -7,7 +7,7 @@ validate(raw) returns (cfg, errors). Every problem is reported, each as
 _ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
 _ID_REST = _ID_FIRST + "_-"
 
-# key: default (None = required, no default)
+# key: default (None = required, or "not set" where the key says so)
 DEFAULTS = {
     "meter_id": None,
     "wifi_ssid": None,
@@ -18,32 +18,69 @@ DEFAULTS = {
     "mqtt_password": "",
     "mqtt_keepalive_s": 60,
     "topic_root": "aquafog",
+    # pulse input
     "pulse_pin": 4,
+    "k_factor": 450,
+    "pulse_min_gap_ms": 0,  # 0: hardware counter; > 0: interrupt counting with a quiet-time filter (reed)
+    "flow_timeout_s": 10,
+    # valve
     "relay_pin": 26,
     "relay_active_high": True,
-    "k_factor": 450,
+    "valve_default": "open",
+    "valve_feedback_pin": None,  # not fitted
+    "valve_feedback_closed_level": 0,
+    "valve_travel_s": 15,
+    # reporting and store-and-forward
     "report_interval_s": 60,
     "ack_timeout_s": 120,
-    "outbox_size": 256,
     "reconcile_timeout_s": 10,
-    "flow_timeout_s": 10,
-    "valve_default": "open",
+    "outbox_size": 16,
+    "ring_size": 2880,
+    "replay_per_s": 10,
+    "save_litres": 5,
+    "save_min_interval_s": 10,
+    # time, health, watchdog
+    "ntp_host": None,  # defaults to broker_host; "" turns NTP off
+    "ntp_interval_s": 21600,
+    "health_interval_s": 900,
+    "watchdog_s": 60,
+    "maintenance_s": 1800,
+    # on-device flags
+    "leak_hours": 24,
+    "leak_quiet_s": 600,
+    "burst_lpm": 30,
+    "burst_minutes": 30,
+    "burst_close": False,
 }
 
 # integer keys: (minimum, maximum)
 _INT_RANGES = {
     "broker_port": (1, 65535),
     "mqtt_keepalive_s": (0, 65535),
-    "pulse_pin": (0, 48),
-    "relay_pin": (0, 48),
+    "pulse_pin": (0, 39),
+    "relay_pin": (0, 39),
+    "pulse_min_gap_ms": (0, 1000),
+    "flow_timeout_s": (1, 3600),
+    "valve_feedback_closed_level": (0, 1),
+    "valve_travel_s": (1, 300),
     "report_interval_s": (1, 86400),
     "ack_timeout_s": (1, 86400),
-    "outbox_size": (1, 4096),
     "reconcile_timeout_s": (0, 3600),
-    "flow_timeout_s": (1, 3600),
+    "outbox_size": (1, 4096),
+    "ring_size": (0, 100000),
+    "replay_per_s": (1, 1000),
+    "save_litres": (1, 100000),
+    "save_min_interval_s": (1, 86400),
+    "ntp_interval_s": (60, 604800),
+    "health_interval_s": (10, 86400),
+    "maintenance_s": (60, 86400),
+    "leak_hours": (0, 720),
+    "leak_quiet_s": (10, 86400),
+    "burst_minutes": (1, 1440),
 }
 
 _STR_KEYS = ("wifi_ssid", "wifi_password", "broker_host", "mqtt_user", "mqtt_password")
+_BOOL_KEYS = ("relay_active_high", "burst_close")
 
 
 def valid_meter_id(s):
@@ -73,7 +110,7 @@ def _is_number(x):
 
 
 def validate(raw):
-    """Return (cfg, errors): cfg has every key (defaults filled) plus pulses_per_m3."""
+    """Return (cfg, errors): cfg has every key (defaults filled) plus pulses_per_m3 and burst_mlpm."""
     errors = []
     if not isinstance(raw, dict):
         return None, ["config: must be a JSON object"]
@@ -90,7 +127,9 @@ def validate(raw):
         errors.append("meter_id: required, 1-32 characters of a-z 0-9 _ - starting with a letter or digit")
     if cfg["mqtt_user"] is None:
         cfg["mqtt_user"] = cfg["meter_id"]
-    for key in _STR_KEYS:
+    if cfg["ntp_host"] is None:
+        cfg["ntp_host"] = cfg["broker_host"]
+    for key in _STR_KEYS + ("ntp_host",):
         v = cfg[key]
         if v is None:
             errors.append("%s: required" % key)
@@ -108,10 +147,19 @@ def validate(raw):
         v = cfg[key]
         if not _is_int(v) or v < lo or v > hi:
             errors.append("%s: must be an integer %d..%d, got %r" % (key, lo, hi, v))
-    if _is_int(cfg["pulse_pin"]) and cfg["pulse_pin"] == cfg["relay_pin"]:
+    fb = cfg["valve_feedback_pin"]
+    if fb is not None and (not _is_int(fb) or fb < 0 or fb > 39):
+        errors.append("valve_feedback_pin: must be null (not fitted) or an integer 0..39, got %r" % (fb,))
+    pins = [cfg["pulse_pin"], cfg["relay_pin"], fb]
+    if _is_int(pins[0]) and pins[0] == pins[1]:
         errors.append("relay_pin: must differ from pulse_pin")
-    if not isinstance(cfg["relay_active_high"], bool):
-        errors.append("relay_active_high: must be true or false")
+    if fb is not None and fb in pins[:2]:
+        errors.append("valve_feedback_pin: must differ from pulse_pin and relay_pin")
+    if _is_int(pins[1]) and pins[1] >= 34:
+        errors.append("relay_pin: GPIO 34-39 are input-only and cannot drive a relay")
+    for key in _BOOL_KEYS:
+        if not isinstance(cfg[key], bool):
+            errors.append("%s: must be true or false" % key)
     if cfg["valve_default"] not in ("open", "closed"):
         errors.append("valve_default: must be \"open\" or \"closed\"")
 
@@ -125,4 +173,13 @@ def validate(raw):
             errors.append("k_factor: must be at least 0.001 pulses per litre (1 pulse per m3), got %r" % (k,))
         else:
             cfg["pulses_per_m3"] = ppm3
+    b = cfg["burst_lpm"]
+    cfg["burst_mlpm"] = 0
+    if not _is_number(b) or b < 0 or b > 1000:
+        errors.append("burst_lpm: must be a number of litres per minute 0..1000 (0 turns it off), got %r" % (b,))
+    else:
+        cfg["burst_mlpm"] = int(b * 1000)
+    w = cfg["watchdog_s"]
+    if not _is_int(w) or not (w == 0 or 10 <= w <= 3600):
+        errors.append("watchdog_s: must be 0 (off) or an integer 10..3600, got %r" % (w,))
     return cfg, errors
