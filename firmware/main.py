@@ -1,8 +1,9 @@
-# AquaFog meter entry point (MicroPython runs main.py after boot).
+# AquaFog meter entry point (MicroPython runs main.py after boot; the watchdog starts
+# here, not in boot.py, so a board that keeps resetting can still be reached by mpremote).
 import json
 
 from aquameter import config
-from aquameter.app import Meter
+from aquameter.app import Meter, run
 from aquameter.hal import Board
 
 
@@ -20,14 +21,4 @@ cfg = load_config()
 board = Board(cfg)
 meter = Meter(board, cfg)
 meter.start()
-try:
-    while True:
-        board.sleep_ms(meter.step())
-except KeyboardInterrupt:  # Ctrl-C at the REPL: stop cleanly, keep the register
-    meter.shutdown()
-except Exception as e:  # a bug: keep the register, then start over
-    print("fatal:", repr(e))
-    try:
-        meter.shutdown()
-    finally:
-        board.reset()
+run(meter, board, cfg)

@@ -3,4 +3,4 @@
 Only aquameter.hal touches the hardware; every other module is plain logic.
 """
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"

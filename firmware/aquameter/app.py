@@ -2,22 +2,25 @@
 
     meter = Meter(board, cfg)
     meter.start()
-    while True:
-        board.sleep_ms(meter.step())
+    run(meter, board, cfg)        # main.py: step, feed the watchdog, sleep what step asked
 
 step() does one bounded slice of work and returns the milliseconds until it wants to
-run again. Time comes only from the board (ticks_ms/ticks_diff/ticks_add, epoch).
+run again. Time comes only from the board (ticks_ms/ticks_diff/ticks_add, epoch, NTP).
 
 What one step does, in order:
-  1. sample the pulse register; queue a reading when one is due (every
-     report_interval_s, the first one after a random 1/2..1 of it so that meters booted
-     together spread out; right after a valve command; when request_reading() asked);
-  2. online: poll inbound MQTT (the callback only queues), handle valve commands
-     and acks, resend after ack_timeout_s without progress, send unsent readings in
-     (boot, seq) order at QoS 1, ping when idle;
-  3. offline: join Wi-Fi (non-blocking), then connect MQTT with a retained last
-     will, subscribe <root>/<id>/cmnd/#, publish the retained birth; failures back
-     off exponentially (capped) with jitter.
+  1. sample the pulse register; update the leak/burst flags and the valve feedback
+     (a burst may close the valve, when burst_close says so);
+  2. take a reading when one is due (every report_interval_s, the first one after a
+     random 1/2..1 of it so that meters booted together spread out; right after a valve
+     command; when request_reading() asked). Offline it goes to the flash ring;
+  3. persist the register when save_litres are at risk (at most every save_min_interval_s);
+  4. online: poll inbound MQTT (the callback only queues), handle valve commands and
+     acks, resend after ack_timeout_s without progress, publish valve results, then the
+     readings in (boot, seq) order at QoS 1 (those from flash at replay_per_s), health
+     telemetry when due, ping when idle;
+  5. offline: join Wi-Fi (non-blocking), set the clock by NTP, then connect MQTT with a
+     retained last will, subscribe <root>/<id>/cmnd/#, report valve changes the meter made
+     on its own, publish the retained birth; failures back off exponentially with jitter.
 
 After each connect the meter holds its readings until the gateway's ack to the birth
 arrives (or reconcile_timeout_s passes): that ack frees what the gateway already has,
@@ -38,18 +41,25 @@ except ImportError:
 
 from aquameter import VERSION
 from aquameter import protocol as proto
-from aquameter.outbox import Outbox, BOOT
+from aquameter.alarms import FlowAlarms
+from aquameter.clock import Clock
+from aquameter.outbox import Outbox, BOOT, TS, PULSES, ML
 from aquameter.register import Register
+from aquameter.ring import RECORD, FlashRing
 from aquameter.valve import Valve, CLOSED, STATES
 
 STATE_FILE = "state.json"
+RING_FILE = "ring.bin"
 _INBOX_MAX = const(16)  # inbound messages queued between two polls
+_RESULTS_MAX = const(8)  # valve results waiting for the link
 _SEND_BUDGET = const(8)  # readings published per step
 _POLL_BUDGET = const(8)  # inbound packets processed per step
 _WIFI_TIMEOUT_MS = const(15000)  # restart joining after this long
 _WIFI_POLL_MS = const(500)
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
+_MOVING_POLL_MS = const(200)  # how often a travelling valve's feedback is read
+_IDLE_MS = const(3600000)
 
 
 def _is_count(x):
@@ -65,6 +75,7 @@ class Meter:
         self._t_reading = proto.reading_topic(root, self.id)
         self._t_status = proto.status_topic(root, self.id)
         self._t_result = proto.valve_result_topic(root, self.id)
+        self._t_health = proto.health_topic(root, self.id)
         self._t_cmnd = proto.command_filter(root, self.id)
         self._b_valve = proto.valve_command_topic(root, self.id).encode()
         self._b_ack = proto.ack_topic(root, self.id).encode()
@@ -72,13 +83,17 @@ class Meter:
         self._ack_timeout_ms = cfg["ack_timeout_s"] * 1000
         self._hold_ms = cfg["reconcile_timeout_s"] * 1000
         self._keepalive_ms = cfg["mqtt_keepalive_s"] * 1000
+        self._replay_ms = 1000 // cfg["replay_per_s"]
         self.register = Register(cfg["pulses_per_m3"], cfg["flow_timeout_s"] * 1000, board.ticks_diff)
         self.valve = Valve(cfg["valve_default"])
-        self.outbox = Outbox(cfg["outbox_size"])
+        self.clock = Clock(board.ticks_diff, cfg["ntp_interval_s"], bool(cfg["ntp_host"]))
+        self.alarms = FlowAlarms(cfg)
+        self.outbox = None  # made in start(), with the flash ring
         self.boot = None
         self.seq = 0
         self.online = False
         self.reconciled = False  # the boot's reconcile window is closed
+        self.valve_fault = False
         self._sent_this_boot = False
         self._synced = False  # an ack arrived since the last connect
         self._connected_at = 0
@@ -91,22 +106,38 @@ class Meter:
         self._backoff_ms = 0
         self._rng = 1
         self._inbox = []
+        self._results = []  # [id, state, ok, error, cause] to publish on stat/valve
+        self._local = []  # the meter's own valve changes not yet reported (persisted)
+        self._nlocal = 0
+        self._moving = None  # (command id, state, deadline up_ms) while the valve travels
+        self._safe_ml = 0  # register known to survive a power cut (saved, in flash, or acked)
+        self._saved_at = 0  # up_ms of the last save
+        self._freed = 0  # ring tail as last saved
+        self._dropped0 = 0
+        self._replay_at = -1000000  # replay credit starts full
+        self._health_at = 0
+        self._send_wait = 0
         self.stats = {
             "connects": 0, "connect_failures": 0, "disconnects": 0, "resends": 0,
             "bad_messages": 0, "inbox_dropped": 0, "commands": 0, "reconciles": 0,
-            "restore_errors": 0, "save_errors": 0,
+            "restore_errors": 0, "save_errors": 0, "flash_errors": 0, "ntp_failures": 0, "saves": 0,
         }
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self):
-        """New boot: restore, drive the relay, take reading seq 0; all before networking."""
+        """New boot: restore, drive the relay, find the flash ring, take reading seq 0;
+        all before networking."""
         b = self.board
         self.boot = b.boot_id()
         self._rng = int(self.boot, 16) | 1
         self._restore()
-        b.set_valve(self.valve.state == CLOSED)
+        b.set_valve(self.valve.state == CLOSED)  # a blocked meter stays blocked, from the first moment
         now = b.ticks_ms()
+        self.clock.tick(now)
+        self.clock.set(b.epoch(), False)  # an RTC that kept time across a soft or watchdog reset
+        self._open_ring()
         self.register.start(0, now)  # the counter starts at 0 at boot: every pulse it saw is water
+        self._safe_ml = self.register.ml
         self._retry_at = now
         self._take_reading(now)
         # the first regular reading comes after a random part of the interval: meters that
@@ -118,6 +149,10 @@ class Meter:
         """Graceful stop (before a reboot): persist, say offline, disconnect."""
         b = self.board
         self.register.sample(b.pulse_count(), b.ticks_ms())
+        try:
+            self.outbox.spill()  # what the gateway has not acknowledged survives the reboot
+        except OSError:
+            self.stats["flash_errors"] += 1
         self._save()
         if self.online:
             try:
@@ -134,7 +169,10 @@ class Meter:
     def step(self):
         b = self.board
         now = b.ticks_ms()
+        self.clock.tick(now)
         self.register.sample(b.pulse_count(), now)
+        self._check_flags()
+        self._check_valve()
         if self.reading_requested or b.ticks_diff(now, self._next_report) >= 0:
             self.reading_requested = False
             self._take_reading(now)
@@ -142,17 +180,21 @@ class Meter:
                 self._next_report = b.ticks_add(self._next_report, self._interval_ms)
                 if b.ticks_diff(now, self._next_report) >= 0:  # fell behind: skip, don't burst
                     self._next_report = b.ticks_add(now, self._interval_ms)
+        self._maybe_save()
         if self.online:
             try:
                 self._poll()
                 self._handle_inbox(now)
                 self._check_ack_timeout(now)
-                self._send(now)
+                self._send_wait = self._send(now)
+                self._send_health()
                 self._keepalive(now)
             except OSError:
                 self._lost(now)
         if not self.online:
             self._connect(now)
+        elif self.clock.due():
+            self._sync_time()
         return self._wait(b.ticks_ms())
 
     # --- readings and persistence ---------------------------------------------------------------
@@ -160,18 +202,46 @@ class Meter:
         b = self.board
         r = self.register
         r.sample(b.pulse_count(), now)
-        self.outbox.push([self.boot, self.seq, b.epoch(), r.pulses, r.ml, r.flow_mlpm, self.valve.state])
+        e = [self.boot, self.seq, self.clock.now() or 0, r.pulses, r.ml, r.flow_mlpm, self.valve.state,
+             self.clock.up_ms // 1000]
         self.seq += 1
-        self._save()
+        ob = self.outbox
+        if not self.online and ob.ring is not None:  # offline: straight to flash, which also keeps the register
+            try:
+                ob.push(e, True)
+                self._safe_ml = max(self._safe_ml, e[ML])
+                return
+            except OSError:
+                self.stats["flash_errors"] += 1
+        ob.push(e, False)
+
+    def _maybe_save(self):
+        """Persist the register once save_litres are at risk, at most every save_min_interval_s:
+        this bounds both the water a power cut can cost and the flash wear."""
+        cfg = self.cfg
+        if (self.register.ml - self._safe_ml >= cfg["save_litres"] * 1000
+                and self.clock.up_ms - self._saved_at >= cfg["save_min_interval_s"] * 1000):
+            self._save()
 
     def _save(self):
         r = self.register
-        data = '{"v":1,"pulses":%d,"ml":%d,"anchor_pulses":%d,"anchor_ml":%d,"ppm3":%d,"valve":"%s"}' % (
-            r.pulses, r.ml, r.anchor_pulses, r.anchor_ml, r.ppm3, self.valve.state)
+        ob = self.outbox
+        ring = ob.ring if ob is not None else None
+        freed = ring.tail if ring is not None else self._freed
+        local = ",".join(['["%s","%s","%s"]' % (x[0], x[1], x[4]) for x in self._local])
+        data = ('{"v":1,"pulses":%d,"ml":%d,"anchor_pulses":%d,"anchor_ml":%d,"ppm3":%d,"valve":"%s",'
+                '"dropped":%d,"freed":%d,"local":[%s]}') % (
+            r.pulses, r.ml, r.anchor_pulses, r.anchor_ml, r.ppm3, self.valve.state,
+            ob.dropped if ob is not None else self._dropped0, freed, local)
+        self._saved_at = self.clock.up_ms
         try:
             self.board.save(STATE_FILE, data)
         except OSError:
             self.stats["save_errors"] += 1
+            return
+        self.stats["saves"] += 1
+        self._safe_ml = r.ml
+        self._freed = freed
 
     def _restore(self):
         text = self.board.load(STATE_FILE)
@@ -185,11 +255,97 @@ class Meter:
                     raise ValueError("bad register")
             if st["valve"] not in STATES:
                 raise ValueError("bad valve")
+            extra = (st.get("dropped", 0), st.get("freed", 0))
+            for v in extra:
+                if not _is_count(v):
+                    raise ValueError("bad counter")
+            local = [[x[0], x[1], True, None, x[2]] for x in st.get("local", ())]
         except Exception:  # a corrupt file: start from zero, the gateway's ack reconciles
             self.stats["restore_errors"] += 1
             return
         self.register.restore(vals[0], vals[1], vals[2], vals[3], vals[4])
         self.valve.state = st["valve"]
+        self._dropped0, self._freed = extra
+        self._local = local
+        self._results = list(local)
+
+    def _open_ring(self):
+        cap = self.cfg["ring_size"]
+        ring = None
+        if cap:
+            try:
+                f, fresh = self.board.open_ring(RING_FILE, cap * RECORD)
+                ring = FlashRing(f, cap)
+                if fresh:
+                    ring.head = ring.tail = self._freed
+                else:
+                    ring.recover(self._freed)
+            except OSError:
+                self.stats["flash_errors"] += 1
+                ring = None
+        ob = Outbox(self.cfg["outbox_size"], ring)
+        ob.dropped = self._dropped0
+        self.outbox = ob
+        if ring is not None:
+            ob.load()
+            # readings taken offline persist the register too: the newest may be ahead of state.json
+            e = ring.read(ring.head - 1) if ring.head else None
+            r = self.register
+            if e is not None and e[PULSES] > r.pulses and e[ML] >= r.ml:
+                r.restore(e[PULSES], e[ML], r.anchor_pulses, r.anchor_ml, r.ppm3)
+
+    # --- flags and the valve --------------------------------------------------------------------
+    def _check_flags(self):
+        r = self.register
+        if self.alarms.update(self.clock.up_ms, r.pulses, r.flow_mlpm):
+            self._health_at = 0  # report the change now
+            if self.alarms.burst and self.cfg["burst_close"] and self.valve.state != CLOSED:
+                self._local_change(CLOSED, "burst")
+
+    def _local_change(self, state, cause):
+        """The meter moves its own valve: report it like a command result, with its cause,
+        so the gateway takes it as the new desired state instead of undoing it."""
+        self._nlocal += 1
+        cid = "local-%s-%d" % (self.boot, self._nlocal)
+        self.valve.apply(state, cid)
+        self.board.set_valve(state == CLOSED)
+        item = [cid, state, True, None, cause]
+        self._local.append(item)
+        self._queue_result(item)
+        self._save()
+        self.request_reading()
+
+    def _check_valve(self):
+        fb = self.board.valve_feedback()
+        if fb is None:
+            return
+        m = self._moving
+        if m is not None:
+            if fb == (m[1] == CLOSED):
+                self._moving = None
+                self.request_reading()
+                self._queue_result([m[0], m[1], True, None, None])
+            elif self.clock.up_ms >= m[2]:
+                self._moving = None
+                self.valve_fault = True
+                self._health_at = 0
+                self._queue_result([m[0], m[1], False, "valve_feedback: valve not %s after %d s" % (
+                    m[1], self.cfg["valve_travel_s"]), None])
+            return
+        fault = fb != (self.valve.state == CLOSED)
+        if fault != self.valve_fault:
+            self.valve_fault = fault
+            self._health_at = 0
+
+    def alarm_list(self):
+        out = []
+        if self.alarms.leak:
+            out.append("leak")
+        if self.alarms.burst:
+            out.append("burst")
+        if self.valve_fault:
+            out.append("valve_fault")
+        return out
 
     # --- connectivity ---------------------------------------------------------------------------
     def _rand(self):
@@ -211,6 +367,21 @@ class Meter:
         half = b // 2
         return half + self._rand() % (half + 1)
 
+    def _sync_time(self):
+        b = self.board
+        try:
+            t = b.ntp_time(self.cfg["ntp_host"])
+        except OSError:
+            self.stats["ntp_failures"] += 1
+            self.clock.failed()
+            return
+        first = self.clock.now() is None
+        if self.clock.set(t, True) and first:
+            try:
+                self.outbox.stamp(self.boot, t, self.clock.up_ms // 1000)
+            except OSError:
+                self.stats["flash_errors"] += 1
+
     def _connect(self, now):
         b = self.board
         if b.ticks_diff(now, self._retry_at) < 0:
@@ -226,9 +397,12 @@ class Meter:
                 self._retry_at = b.ticks_add(now, _WIFI_POLL_MS)
                 return
         self._wifi_started = None
+        if self.clock.due():
+            self._sync_time()
         try:
             b.mqtt_connect(self._t_status, proto.encode_will(self.boot), self._on_message)
             b.mqtt_subscribe(self._t_cmnd, 1)
+            self._publish_results()  # before the birth: the gateway must not undo a local change
             b.mqtt_publish(self._t_status, proto.encode_birth(self.boot, VERSION, self.valve.state), True, 1)
         except OSError:
             b.mqtt_close(False)
@@ -242,6 +416,7 @@ class Meter:
         self._synced = False
         self._last_out = now
         self._waiting_since = now
+        self._health_at = 0
         self.outbox.rewind()  # whatever was unacknowledged goes again (the gateway dedupes)
 
     def _lost(self, now):
@@ -249,6 +424,10 @@ class Meter:
         self.online = False
         self.stats["disconnects"] += 1
         self._retry_at = self.board.ticks_add(now, self._next_backoff())
+        try:
+            self.outbox.spill()  # unacknowledged readings wait in flash
+        except OSError:
+            self.stats["flash_errors"] += 1
 
     def _keepalive(self, now):
         if self._keepalive_ms and self.board.ticks_diff(now, self._last_out) >= self._keepalive_ms // 2:
@@ -285,25 +464,26 @@ class Meter:
         if cmd_id is None:
             self.stats["bad_messages"] += 1
             return
-        b = self.board
         self.stats["commands"] += 1
         if err:
-            self._publish_result(cmd_id, self.valve.state, False, err)
+            self._queue_result([cmd_id, self.valve.state, False, err, None])
             return
+        if self._moving is not None and self._moving[0] == cmd_id:
+            return  # the answer comes when the valve gets there
         known = self.valve.seen(cmd_id)
         if known is not None:  # a duplicate: answer as before, never re-actuate
-            self._publish_result(cmd_id, known, True, None)
+            self._queue_result([cmd_id, known, True, None, None])
             return
         before = self.valve.state
         after = self.valve.apply(state, cmd_id)
         if after != before:
-            b.set_valve(after == CLOSED)
-        self._take_reading(now)  # persists the new valve state and reports it
-        self._publish_result(cmd_id, after, True, None)
-
-    def _publish_result(self, cmd_id, state, ok, err):
-        self.board.mqtt_publish(self._t_result, proto.encode_valve_result(cmd_id, state, ok, err), False, 1)
-        self._last_out = self.board.ticks_ms()
+            self.board.set_valve(after == CLOSED)
+            self._save()  # a blocked meter stays blocked across a power cut
+        if self.board.valve_feedback() is not None:
+            self._moving = (cmd_id, after, self.clock.up_ms + self.cfg["valve_travel_s"] * 1000)
+            return
+        self._queue_result([cmd_id, after, True, None, None])
+        self._take_reading(now)  # reports the new valve state right behind the answer
 
     def _handle_ack(self, msg, now):
         fields, err = proto.decode_ack(msg)
@@ -313,27 +493,69 @@ class Meter:
         if not self.reconciled and not self._sent_this_boot:
             dp, dml = self.register.reconcile(fields["pulses"], fields["ml"])
             if dp or dml:
-                self.outbox.rebase(self.boot, dp, dml)
+                try:
+                    self.outbox.rebase(self.boot, dp, dml)
+                except OSError:
+                    self.stats["flash_errors"] += 1
                 self.stats["reconciles"] += 1
                 self._save()
             self.reconciled = True
         self._synced = True
-        if fields["boot"] is not None and self.outbox.ack(fields["boot"], fields["seq"]):
-            self._waiting_since = now
+        boot = fields["boot"]
+        if boot is not None:
+            if self.outbox.ack(boot, fields["seq"]):
+                self._waiting_since = now
+            if boot == self.boot and fields["ml"] > self._safe_ml:
+                self._safe_ml = fields["ml"]  # the gateway holds it: a power cut cannot lose it
+        ring = self.outbox.ring
+        if ring is not None and not len(ring) and ring.tail != self._freed:
+            self._save()  # the ring drained: don't replay it all after the next reboot
 
     # --- outbound -----------------------------------------------------------------------------
+    def _queue_result(self, item):
+        if len(self._results) >= _RESULTS_MAX:
+            self._results.pop(0)
+        self._results.append(item)
+
+    def _publish_results(self):
+        while self._results:
+            x = self._results[0]
+            self.board.mqtt_publish(self._t_result, proto.encode_valve_result(x[0], x[1], x[2], x[3], x[4]),
+                                    False, 1)
+            self._results.pop(0)
+            if x in self._local:
+                self._local.remove(x)
+                self._save()
+            self._last_out = self.board.ticks_ms()
+
     def _may_send(self, now):
         return self._synced or self.board.ticks_diff(now, self._connected_at) >= self._hold_ms
 
     def _send(self, now):
+        """Publish results, then readings in order; returns ms until it can go on."""
+        self._publish_results()
         if not self._may_send(now):
-            return
+            return self._hold_ms - self.board.ticks_diff(now, self._connected_at)
         ob = self.outbox
+        up = self.clock.up_ms
         for _ in range(_SEND_BUDGET):
-            e = ob.peek_unsent()
-            if e is None:
-                return
-            if ob.unacked() == 0:
+            p = ob.peek()
+            if p is None:
+                return _IDLE_MS
+            e, flash = p
+            if not e[TS]:  # taken before the clock was set
+                if e[BOOT] == self.boot:
+                    return self.clock.next_in()  # hold until NTP answers
+                if ob.sent:
+                    return _IDLE_MS  # an earlier boot's: dropped once the acks make it the oldest
+                ob.drop(1)
+                continue
+            if flash:  # replay from flash at replay_per_s, with at most 1 s of credit
+                t = max(self._replay_at, up - 1000) + self._replay_ms
+                if t > up:
+                    return t - up
+                self._replay_at = t
+            if ob.sent == 0:
                 self._waiting_since = now
             self.board.mqtt_publish(self._t_reading, proto.encode_reading(
                 e[0], e[1], e[2], e[3], e[4], e[5], e[6]), False, 1)
@@ -342,9 +564,20 @@ class Meter:
             if e[BOOT] == self.boot:
                 self._sent_this_boot = True
                 self.reconciled = True
+        return 0
+
+    def _send_health(self):
+        up = self.clock.up_ms
+        if up < self._health_at:
+            return
+        b = self.board
+        b.mqtt_publish(self._t_health, proto.encode_health(
+            self.boot, VERSION, up // 1000, b.reset_cause(), b.rssi(), b.heap_free(), self.outbox.dropped,
+            len(self.outbox), self.clock.state(), self.alarm_list()), False, 0)
+        self._health_at = up + self.cfg["health_interval_s"] * 1000
 
     def _check_ack_timeout(self, now):
-        if self.outbox.unacked() and self.board.ticks_diff(now, self._waiting_since) >= self._ack_timeout_ms:
+        if self.outbox.sent and self.board.ticks_diff(now, self._waiting_since) >= self._ack_timeout_ms:
             self.outbox.rewind()
             self.stats["resends"] += 1
             self._waiting_since = now
@@ -354,17 +587,42 @@ class Meter:
         if self._inbox or self.reading_requested:
             return 0
         w = b.ticks_diff(self._next_report, now)
+        if self._moving is not None:
+            w = min(w, _MOVING_POLL_MS)
         if self.online:
-            w = min(w, b.poll_ms)
+            up = self.clock.up_ms
+            w = min(w, b.poll_ms, self._health_at - up, self.clock.next_in())
             ob = self.outbox
-            if ob.unsent():
-                if self._may_send(now):
-                    return 0
-                w = min(w, self._hold_ms - b.ticks_diff(now, self._connected_at))
-            if ob.unacked():
+            if self._results:
+                return 0
+            w = min(w, self._send_wait)
+            if ob.sent:
                 w = min(w, self._ack_timeout_ms - b.ticks_diff(now, self._waiting_since))
             if self._keepalive_ms:
                 w = min(w, self._keepalive_ms // 2 - b.ticks_diff(now, self._last_out))
         else:
             w = min(w, b.ticks_diff(self._retry_at, now))
         return w if w > 0 else 0
+
+
+def run(meter, board, cfg):
+    """The device's main loop. Only a step that returned feeds the watchdog: a network call
+    that hangs starves it and the chip resets (the register and the ring are on flash)."""
+    wdt_ms = cfg["watchdog_s"] * 1000
+    board.watchdog_start(wdt_ms)
+    nap = wdt_ms // 4 if wdt_ms else 60000
+    try:
+        while True:
+            wait = meter.step()
+            board.watchdog_feed()
+            board.sleep_ms(min(wait, nap))
+    except KeyboardInterrupt:  # Ctrl-C at the REPL (mpremote): maintenance
+        board.watchdog_hold(cfg["maintenance_s"] * 1000)
+        meter.shutdown()
+        print("aquameter stopped; the watchdog resets the board in %d s" % cfg["maintenance_s"])
+    except Exception as e:  # a bug: keep the register, then start over
+        print("fatal:", repr(e))
+        try:
+            meter.shutdown()
+        finally:
+            board.reset()

@@ -129,7 +129,9 @@ def validate(raw):
         cfg["mqtt_user"] = cfg["meter_id"]
     if cfg["ntp_host"] is None:
         cfg["ntp_host"] = cfg["broker_host"]
-    for key in _STR_KEYS + ("ntp_host",):
+    if cfg["ntp_host"] is not None and not isinstance(cfg["ntp_host"], str):
+        errors.append("ntp_host: must be a string (\"\" turns NTP off)")
+    for key in _STR_KEYS:
         v = cfg[key]
         if v is None:
             errors.append("%s: required" % key)

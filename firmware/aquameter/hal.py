@@ -1,19 +1,17 @@
-"""The board: the ONLY module that touches machine, network, umqtt and time.
+"""The board: the ONLY module that touches machine, network, umqtt, ntptime, gc and time.
 
 Every dependency is injected with the device's module as the default, so the host
 emulator hands each meter its own stand-ins (a simulated clock, a pulse counter driven
 by a water-use model, a relay pin it can read, an MQTT client on paho-mqtt):
 
-    Board(cfg, machine=machine, network=network, mqtt_client=MQTTClient, clock=time, fs_root="")
+    Board(cfg, machine=machine, network=network, mqtt_client=MQTTClient, clock=time,
+          fs_root="", ntp=ntptime)
 
-Every MQTT or Wi-Fi failure surfaces as OSError; nothing here blocks on the network
-except what umqtt.simple itself blocks on (connect, QoS 1 PUBACK).
-
-Seams left for the next issues (not built yet): a hardware watchdog (feed it in
-sleep_ms), NTP (epoch() trusts the RTC), a flash ring for the outbox (load/save are
-whole-file, atomic), deeper PCNT use (glitch filter tuning, overflow interrupts).
+Every MQTT, Wi-Fi or NTP failure surfaces as OSError; nothing here blocks on the
+network except what umqtt.simple (connect, QoS 1 PUBACK) and ntptime (1 s) block on.
 """
 
+import gc
 import os
 
 try:
@@ -28,7 +26,13 @@ try:
     from umqtt.simple import MQTTClient
 except ImportError:
     MQTTClient = None
+try:
+    import ntptime
+except ImportError:
+    ntptime = None
 import time
+
+from aquameter.pulses import QuietFilter
 
 try:
     from micropython import const
@@ -37,25 +41,31 @@ except ImportError:
         return x
 
 _EPOCH_2000 = const(946684800)  # seconds from 1970-01-01 to 2000-01-01
-_FILTER_NS = const(10000)  # PCNT glitch filter; the hardware clamps it to its maximum
+_FILTER_NS = const(10000)  # PCNT glitch filter (electrical noise); the hardware clamps it at ~12.8 us
 _PULSE_UNIT = const(0)  # PCNT unit used for the flow sensor
+_RESETS = ("power_on", "hard", "watchdog", "deep_sleep", "soft", "brownout")
+_RESET_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET", "BROWN_OUT_RESET")
 
 
 class Board:
     def __init__(self, cfg, machine=machine, network=network, mqtt_client=MQTTClient,
-                 clock=time, fs_root="", poll_ms=100):
+                 clock=time, fs_root="", poll_ms=100, ntp=ntptime):
         self.cfg = cfg
         self._machine = machine
         self._network = network
         self._mqtt_factory = mqtt_client
         self._clock = clock
+        self._ntp = ntp
         self._fs_root = fs_root
         self.poll_ms = poll_ms  # how often the app polls MQTT for inbound messages
         self._epoch_offset = _EPOCH_2000 if clock.gmtime(0)[0] == 2000 else 0
         self._counter = None
-        self._irq_pin = None
-        self._irq_count = 0
+        self._filter = None
+        self._pulse_pin = None
         self._relay = None
+        self._feedback = None
+        self._wdt = None
+        self._wdt_timer = None
         self._wlan = None
         self._client = None
 
@@ -70,45 +80,118 @@ class Board:
         return self._clock.ticks_add(t, delta)
 
     def epoch(self):
-        """Unix seconds (the ESP32 RTC counts from 2000)."""
+        """Unix seconds from the RTC (the ESP32 counts from 2000)."""
         return int(self._clock.time()) + self._epoch_offset
 
     def sleep_ms(self, ms):
         self._clock.sleep_ms(ms)
 
+    def ntp_time(self, host):
+        """Set the RTC from NTP and return Unix seconds; OSError when no answer (1 s)."""
+        try:
+            self._ntp.host = host
+            self._ntp.settime()
+        except Exception as e:
+            raise OSError("ntp %s: %r" % (host, e))
+        return self.epoch()
+
     # --- pulse input ---------------------------------------------------------------
     def pulse_count(self):
         """Raw pulses counted since this boot (monotonic)."""
-        if self._counter is None and self._irq_pin is None:
+        if self._pulse_pin is None:
             self._start_counting()
         if self._counter is not None:
             return self._counter.value()
-        return self._irq_count
+        return self._filter.count
 
     def _start_counting(self):
         m = self._machine
+        gap_ms = self.cfg["pulse_min_gap_ms"]
         pin = m.Pin(self.cfg["pulse_pin"], m.Pin.IN, m.Pin.PULL_UP)
-        if hasattr(m, "Counter"):  # MicroPython >= 1.26: hardware PCNT, no CPU per pulse
+        self._pulse_pin = pin
+        if gap_ms == 0 and hasattr(m, "Counter"):  # hardware PCNT: no CPU per pulse
             self._counter = m.Counter(_PULSE_UNIT, pin, edge=m.Counter.FALLING, filter_ns=_FILTER_NS)
-        else:  # fallback: a pin interrupt that only counts
-            self._irq_pin = pin
-            pin.irq(trigger=m.Pin.IRQ_FALLING, handler=self._on_pulse)
+            return
+        # a reed contact (bounce lasts ms, beyond the PCNT filter) or no Counter: count in
+        # a hard interrupt; with a gap, both edges feed the quiet-time filter
+        self._filter = QuietFilter(gap_ms * 1000, self._clock.ticks_diff)
+        trigger = m.Pin.IRQ_FALLING | m.Pin.IRQ_RISING if gap_ms else m.Pin.IRQ_FALLING
+        pin.irq(handler=self._on_edge, trigger=trigger, hard=True)
 
-    def _on_pulse(self, pin):
-        self._irq_count += 1
+    def _on_edge(self, pin):
+        self._filter.edge(self._clock.ticks_us(), pin.value())
 
-    # --- valve relay -----------------------------------------------------------------
+    # --- valve relay and feedback --------------------------------------------------------
     def set_valve(self, closed):
         """Drive the relay: energised = valve closed (a normally-open valve fails open)."""
-        energised = bool(closed)
-        level = 1 if energised == self.cfg["relay_active_high"] else 0
+        level = 1 if bool(closed) == self.cfg["relay_active_high"] else 0
         if self._relay is None:
             m = self._machine
             self._relay = m.Pin(self.cfg["relay_pin"], m.Pin.OUT, value=level)
         else:
             self._relay.value(level)
 
-    # --- identity, files, reset --------------------------------------------------------------
+    def valve_feedback(self):
+        """True (closed) / False (open) from the position switch; None when none is fitted."""
+        n = self.cfg["valve_feedback_pin"]
+        if n is None:
+            return None
+        if self._feedback is None:
+            m = self._machine
+            self._feedback = m.Pin(n, m.Pin.IN, m.Pin.PULL_UP)
+        return self._feedback.value() == self.cfg["valve_feedback_closed_level"]
+
+    # --- watchdog, reset, health ------------------------------------------------------
+    def watchdog_start(self, ms):
+        if ms:
+            self._wdt = self._machine.WDT(timeout=ms)
+
+    def watchdog_feed(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    def watchdog_hold(self, ms):
+        """Maintenance (someone interrupted the firmware at the REPL): a timer keeps the
+        watchdog fed for ms, then stops, and the watchdog resets the board back to work."""
+        wdt = self._wdt
+        if wdt is None:
+            return
+        m = self._machine
+        deadline = self.ticks_add(self.ticks_ms(), ms)
+
+        def feed(t):
+            if self.ticks_diff(deadline, self.ticks_ms()) > 0:
+                wdt.feed()
+        self._wdt_timer = m.Timer(0)
+        self._wdt_timer.init(period=1000, mode=m.Timer.PERIODIC, callback=feed)
+
+    def reset_cause(self):
+        m = self._machine
+        try:
+            cause = m.reset_cause()
+        except Exception:
+            return "unknown"
+        for i in range(len(_RESETS)):
+            if getattr(m, _RESET_NAMES[i], None) == cause:
+                return _RESETS[i]
+        return "unknown"
+
+    def rssi(self):
+        try:
+            return int(self._wlan.status("rssi")) if self.wifi_connected() else None
+        except Exception:
+            return None
+
+    def heap_free(self):
+        try:
+            return gc.mem_free()
+        except AttributeError:  # CPython (the emulator)
+            return 0
+
+    def reset(self):
+        self._machine.reset()
+
+    # --- identity, files ------------------------------------------------------------------
     def boot_id(self):
         b = os.urandom(4)
         return "%02x%02x%02x%02x" % (b[0], b[1], b[2], b[3])
@@ -141,8 +224,22 @@ class Board:
                 pass
             os.rename(tmp, path)
 
-    def reset(self):
-        self._machine.reset()
+    def open_ring(self, name, size):
+        """(file opened for update, fresh) of exactly size bytes; a missing file, or one of
+        another size (ring_size changed), is created anew, zero-filled."""
+        path = self._path(name)
+        try:
+            if os.stat(path)[6] == size:
+                return open(path, "r+b"), False
+        except OSError:
+            pass
+        zeros = bytes(512)
+        with open(path, "wb") as f:
+            left = size
+            while left > 0:
+                f.write(zeros[:min(left, 512)])
+                left -= 512
+        return open(path, "r+b"), True
 
     # --- Wi-Fi (non-blocking) ---------------------------------------------------------------
     def wifi_connect(self):

@@ -40,6 +40,10 @@ def ack_topic(root, meter):
     return "%s/%s/cmnd/ack" % (root, meter)
 
 
+def health_topic(root, meter):
+    return "%s/%s/tele/health" % (root, meter)
+
+
 def command_filter(root, meter):
     return "%s/%s/cmnd/#" % (root, meter)
 
@@ -63,10 +67,19 @@ def encode_will(boot):
     return '{"v":1,"online":false,"boot":"%s"}' % boot
 
 
-def encode_valve_result(cmd_id, state, ok, error=None):
+def encode_valve_result(cmd_id, state, ok, error=None, cause=None):
+    if cause:  # the meter changed its valve on its own (auto-close on a burst)
+        return '{"v":1,"id":"%s","state":"%s","ok":true,"cause":"%s"}' % (cmd_id, state, cause)
     if ok:
         return '{"v":1,"id":"%s","state":"%s","ok":true}' % (cmd_id, state)
     return '{"v":1,"id":"%s","state":"%s","ok":false,"error":"%s"}' % (cmd_id, state, error)
+
+
+def encode_health(boot, fw, uptime_s, reset, rssi, heap_free, dropped, buffer, clock, alarms):
+    return ('{"v":1,"boot":"%s","fw":"%s","uptime_s":%d,"reset":"%s","rssi":%s,"heap_free":%d,'
+            '"dropped":%d,"buffer":%d,"clock":"%s","alarms":[%s]}') % (
+        boot, fw, uptime_s, reset, "null" if rssi is None else "%d" % rssi, heap_free, dropped, buffer,
+        clock, ",".join(['"%s"' % a for a in alarms]))
 
 
 # --- validation helpers -------------------------------------------------------------

@@ -4,6 +4,7 @@ It mirrors aquameter.hal.Board's interface. Time is explicit (advance()), ticks 
 like MicroPython's (2**30 ms), and every MQTT call is recorded.
 """
 
+import io
 import json
 
 TICKS_PERIOD = 1 << 30
@@ -22,7 +23,8 @@ def make_cfg(**over):
 
 
 class FakeBoard:
-    def __init__(self, cfg, ticks0=TICKS_PERIOD - 30_000, epoch0=1_763_990_000, files=None, boot_ids=None):
+    def __init__(self, cfg, ticks0=TICKS_PERIOD - 30_000, epoch0=1_763_990_000, files=None, boot_ids=None,
+                 rtc_valid=True):
         self.cfg = cfg
         self.ticks = ticks0 & TICKS_MASK  # starts 30 s before the ticks wrap on purpose
         self.elapsed_ms = 0
@@ -44,6 +46,12 @@ class FakeBoard:
         self.connect_attempts = []  # elapsed_ms of each attempt
         self.fail_next_publish = False
         self.pings = 0
+        self.rtc_valid = rtc_valid  # False: a cold power-on, the RTC says 2000
+        self.ntp_up = True
+        self.ntp_calls = 0
+        self.feedback = None  # None: no position switch; else True (closed) / False (open)
+        self.watchdog = []  # ("start", ms) / "feed" / ("hold", ms)
+        self.cause = "power_on"
         self._boot_ids = list(boot_ids or ["0badc0de", "00000002", "00000003", "00000004"])
 
     # time
@@ -61,7 +69,16 @@ class FakeBoard:
         return (t + d) & TICKS_MASK
 
     def epoch(self):
+        if not self.rtc_valid:
+            return 946684800 + self.elapsed_ms // 1000
         return self.epoch0 + self.elapsed_ms // 1000
+
+    def ntp_time(self, host):
+        self.ntp_calls += 1
+        if not (self.ntp_up and self.wifi_up):
+            raise OSError("ntp %s: timeout" % host)
+        self.rtc_valid = True
+        return self.epoch()
 
     def sleep_ms(self, ms):
         self.advance(ms)
@@ -73,6 +90,36 @@ class FakeBoard:
     def set_valve(self, closed):
         self.relay_closed = bool(closed)
         self.events.append(("relay", self.relay_closed))
+
+    def valve_feedback(self):
+        return self.feedback
+
+    def watchdog_start(self, ms):
+        self.watchdog.append(("start", ms))
+
+    def watchdog_feed(self):
+        self.watchdog.append("feed")
+
+    def watchdog_hold(self, ms):
+        self.watchdog.append(("hold", ms))
+
+    def reset_cause(self):
+        return self.cause
+
+    def rssi(self):
+        return -61 if self.wifi_connected() else None
+
+    def heap_free(self):
+        return 90112
+
+    def open_ring(self, name, size):
+        """A ring file kept in `files` as a BytesIO, so a new FakeBoard on the same files reboots."""
+        f = self.files.get(name)
+        fresh = not isinstance(f, io.BytesIO) or len(f.getvalue()) != size
+        if fresh:
+            f = self.files[name] = io.BytesIO(bytes(size))
+        self.events.append(("open_ring", name))
+        return _RingFile(f, self), fresh
 
     def boot_id(self):
         return self._boot_ids.pop(0)
@@ -158,6 +205,27 @@ class FakeBoard:
 
     def on(self, suffix):
         return [p for (t, p, r, q) in self.published if t.endswith(suffix)]
+
+
+class _RingFile:
+    """A file opened r+b over a BytesIO that outlives it; counts the writes (flash wear)."""
+
+    def __init__(self, f, board):
+        self.f, self.board = f, board
+        self.writes = 0
+
+    def seek(self, pos):
+        self.f.seek(pos)
+
+    def read(self, n):
+        return self.f.read(n)
+
+    def write(self, data):
+        self.board.events.append(("ring_write", len(data)))
+        return self.f.write(data)
+
+    def flush(self):
+        pass
 
 
 def run(meter, board, duration_ms, max_steps=100_000):

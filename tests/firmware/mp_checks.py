@@ -6,9 +6,7 @@ import json
 from aquameter import protocol as proto
 from aquameter import config
 from aquameter.register import Register
-from aquameter.outbox import Outbox
 from aquameter.valve import Valve
-from aquameter.app import Meter
 
 assert sys.implementation.name == "micropython", sys.implementation
 
@@ -34,11 +32,15 @@ for c in vectors["meter_to_gateway"]:
     elif k == "birth":
         got = proto.encode_birth(f["boot"], f["fw"], f["valve"])
         topic = proto.status_topic("aquafog", c["meter"])
+    elif k == "health":
+        got = proto.encode_health(f["boot"], f["fw"], f["uptime_s"], f["reset"], f["rssi"], f["heap_free"],
+                                  f["dropped"], f["buffer"], f["clock"], f["alarms"])
+        topic = proto.health_topic("aquafog", c["meter"])
     elif k == "will":
         got = proto.encode_will(f["boot"])
         topic = proto.status_topic("aquafog", c["meter"])
     else:
-        got = proto.encode_valve_result(f["id"], f["state"], f["ok"], f["error"])
+        got = proto.encode_valve_result(f["id"], f["state"], f["ok"], f["error"], f.get("cause"))
         topic = proto.valve_result_topic("aquafog", c["meter"])
     check("encode " + c["name"], got == c["payload"] and topic == c["topic"])
 
@@ -90,128 +92,19 @@ big.start(0, 0)
 big.sample(991, 1000)
 check("register beyond 2**53", big.pulses == 9007199254740991 and big.ml == 9007199254740991000)
 
-ob = Outbox(3)
-for s in range(5):
-    ob.push(["b", s, 0, s, s, 0, "open"])
-check("outbox overflow", ob.dropped == 2 and [e[1] for e in ob.entries()] == [2, 3, 4])
-ob.mark_sent()
-ob.mark_sent()
-check("outbox ack", ob.ack("b", 3) == 2 and ob.unacked() == 0 and ob.peek_unsent()[1] == 4)
 
 v = Valve("open")
 v.apply("closed", "c1")
 v.apply("open", "c2")
 check("valve duplicate", v.apply("closed", "c1") == "closed" and v.state == "open")
 
-# --- the app on a fake board --------------------------------------------------------------------
-_MASK = (1 << 30) - 1
+# --- the shared cases: the very functions tests/firmware/test_fw_shared.py runs on CPython ---------
+import shared_cases
 
-
-class Board:
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.t = _MASK - 5000  # crosses the ticks wrap
-        self.el = 0
-        self.pulses = 0
-        self.relay = None
-        self.files = {}
-        self.pub = []
-        self.inbound = []
-        self.cb = None
-        self.poll_ms = 100
-        self.up = True
-
-    def ticks_ms(self):
-        return self.t
-
-    def ticks_diff(self, a, b):
-        return ((a - b + (1 << 29)) & _MASK) - (1 << 29)
-
-    def ticks_add(self, t, d):
-        return (t + d) & _MASK
-
-    def advance(self, ms):
-        self.el += ms
-        self.t = (self.t + ms) & _MASK
-
-    def epoch(self):
-        return 1763990000 + self.el // 1000
-
-    def pulse_count(self):
-        return self.pulses
-
-    def set_valve(self, closed):
-        self.relay = closed
-
-    def boot_id(self):
-        return "0a0b0c0d"
-
-    def load(self, name):
-        return self.files.get(name)
-
-    def save(self, name, data):
-        self.files[name] = data
-
-    def wifi_connect(self):
-        pass
-
-    def wifi_connected(self):
-        return True
-
-    def mqtt_connect(self, topic, msg, cb):
-        if not self.up:
-            raise OSError("down")
-        self.cb = cb
-
-    def mqtt_subscribe(self, topic, qos=1):
-        pass
-
-    def mqtt_publish(self, topic, msg, retain=False, qos=1):
-        if not self.up:
-            raise OSError("down")
-        self.pub.append((topic, msg))
-
-    def mqtt_check_msg(self):
-        if not self.inbound:
-            return None
-        t, m = self.inbound.pop(0)
-        self.cb(t, m)
-        return 0x30
-
-    def mqtt_ping(self):
-        pass
-
-    def mqtt_close(self, graceful=True):
-        pass
-
-
-def run(meter, board, ms):
-    end = board.el + ms
-    while board.el < end:
-        w = meter.step()
-        board.advance(min(max(w, 1), end - board.el))
-
-
-cfg, errors = config.validate({"meter_id": "m0001", "wifi_ssid": "x", "broker_host": "h", "report_interval_s": 10})
-b = Board(cfg)
-m = Meter(b, cfg)
-m.start()
-m.step()
-b.inbound.append((b"aquafog/m0001/cmnd/ack", b'{"v":1,"boot":null,"seq":null,"pulses":900,"litres":2.000}'))
-b.pulses = 450
-run(m, b, 25000)
-readings = [json.loads(p) for t, p in b.pub if t.endswith("/tele/reading")]
-check("app readings", [r["seq"] for r in readings] == [0, 1, 2] and readings[0]["pulses"] == 900)
-check("app register", readings[-1]["pulses"] == 1350 and readings[-1]["litres"] == 3.0)
-b.inbound.append((b"aquafog/m0001/cmnd/valve", b'{"v":1,"id":"c-1","state":"closed"}'))
-m.step()
-results = [p for t, p in b.pub if t == "aquafog/m0001/stat/valve"]
-check("app command", b.relay is True and results == ['{"v":1,"id":"c-1","state":"closed","ok":true}'])
-check("app reading after command", json.loads(b.pub[-1][1])["valve"] == "closed")
-b.inbound.append((b"aquafog/m0001/cmnd/ack", b'{"v":1,"boot":"0a0b0c0d","seq":3,"pulses":1350,"litres":3.000}'))
-m.step()
-check("app ack frees", len(m.outbox) == 0)
-saved = json.loads(b.files["state.json"])
-check("app persisted", saved["pulses"] == 1350 and saved["valve"] == "closed")
+shared_cases.DATA = "/data"
+for name in shared_cases.all_cases():
+    getattr(shared_cases, name)()
+    checks.append(name)
+print("SHARED-CASES %d" % len(shared_cases.all_cases()))
 
 print("MICROPYTHON-CHECKS-OK %d" % len(checks))

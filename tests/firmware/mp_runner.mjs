@@ -1,7 +1,8 @@
 // Runs a Python script on real MicroPython (the WebAssembly port, npm
 // @micropython/micropython-webassembly-pyscript) with firmware/aquameter on its path.
 // usage: node mp_runner.mjs <module dir> <firmware dir> <script.py> [data files...]
-// Data files are copied to /data/<basename>. Exit code 0 only if the script ran to the end.
+// Extra files: *.py go to /fw/<basename> (importable helpers), others to /data/<basename>.
+// Exit code 0 only if the script ran to the end.
 import { createRequire } from "node:module";
 import { readFileSync, readdirSync } from "node:fs";
 import { basename, join } from "node:path";
@@ -24,7 +25,10 @@ for (const name of readdirSync(join(firmwareDir, "aquameter"))) {
     mp.FS.writeFile("/fw/aquameter/" + name, readFileSync(join(firmwareDir, "aquameter", name)));
   }
 }
-for (const path of data) mp.FS.writeFile("/data/" + basename(path), readFileSync(path));
+for (const path of data) {
+  const dir = path.endsWith(".py") ? "/fw/" : "/data/";
+  mp.FS.writeFile(dir + basename(path), readFileSync(path));
+}
 try {
   mp.runPython("import sys\nsys.path.insert(0, '/fw')\n" + readFileSync(script, "utf8"));
 } catch (err) {

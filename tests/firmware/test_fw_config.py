@@ -10,7 +10,7 @@ def test_defaults_filled_and_mqtt_user_is_the_meter_id():
     assert cfg["topic_root"] == "aquafog"
     assert (cfg["pulse_pin"], cfg["relay_pin"], cfg["relay_active_high"]) == (4, 26, True)
     assert cfg["report_interval_s"] == 60 and cfg["ack_timeout_s"] == 120
-    assert cfg["outbox_size"] == 256 and cfg["reconcile_timeout_s"] == 10 and cfg["flow_timeout_s"] == 10
+    assert cfg["outbox_size"] == 16 and cfg["ring_size"] == 2880 and cfg["reconcile_timeout_s"] == 10 and cfg["flow_timeout_s"] == 10
     assert cfg["valve_default"] == "open"
     assert cfg["pulses_per_m3"] == 450_000
 

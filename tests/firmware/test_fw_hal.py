@@ -20,8 +20,8 @@ class FakePin:
             return self.level
         self.level = v
 
-    def irq(self, trigger=None, handler=None):
-        self.handler = handler
+    def irq(self, trigger=None, handler=None, hard=False):
+        self.handler, self.hard = handler, hard
 
 
 class MachineNoCounter:
@@ -63,6 +63,9 @@ class Clock2000:
     def ticks_ms(self):
         return 5
 
+    def ticks_us(self):
+        return 5000
+
     def ticks_diff(self, a, b):
         return a - b
 
@@ -95,8 +98,10 @@ def test_pulses_from_hardware_counter_when_available():
 def test_pulses_from_pin_interrupt_without_counter():
     b = Board(make_cfg(pulse_pin=13), machine=MachineNoCounter(), clock=UnixClock())
     assert b.pulse_count() == 0
+    pin = b._pulse_pin
+    assert pin.hard  # counted in the interrupt itself, not a scheduled callback that can be dropped
     for _ in range(3):
-        b._irq_pin.handler(b._irq_pin)
+        pin.handler(pin)
     assert b.pulse_count() == 3
 
 

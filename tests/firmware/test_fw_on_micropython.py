@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import shared_cases
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PACKAGE = "@micropython/micropython-webassembly-pyscript"
@@ -41,10 +43,15 @@ def run_on_micropython(node, script, *data):
 
 
 def test_firmware_logic_passes_on_real_micropython(micropython_wasm):
-    proc = run_on_micropython(micropython_wasm, HERE / "mp_checks.py", REPO / "tests" / "vectors" / "mqtt_v1.json")
+    vectors = REPO / "tests" / "vectors"
+    proc = run_on_micropython(micropython_wasm, HERE / "mp_checks.py", vectors / "mqtt_v1.json",
+                              vectors / "firmware_v1.json", HERE / "shared_cases.py", HERE / "fakeboard.py",
+                              HERE / "fakemachine.py")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "MICROPYTHON-CHECKS-OK" in proc.stdout
-    assert int(proc.stdout.split("MICROPYTHON-CHECKS-OK")[1].split()[0]) >= 37
+    # every shared case ran there too, the same functions as on CPython
+    assert int(proc.stdout.split("SHARED-CASES")[1].split()[0]) == len(shared_cases.all_cases())
+    assert int(proc.stdout.split("MICROPYTHON-CHECKS-OK")[1].split()[0]) >= 30 + len(shared_cases.all_cases())
 
 
 def test_the_runner_reports_micropython_failures(micropython_wasm, tmp_path):

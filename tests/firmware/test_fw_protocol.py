@@ -8,13 +8,16 @@ ENCODERS = {
     "reading": lambda f: proto.encode_reading(f["boot"], f["seq"], f["ts"], f["pulses"], f["ml"], f["flow_mlpm"], f["valve"]),
     "birth": lambda f: proto.encode_birth(f["boot"], f["fw"], f["valve"]),
     "will": lambda f: proto.encode_will(f["boot"]),
-    "valve_result": lambda f: proto.encode_valve_result(f["id"], f["state"], f["ok"], f["error"]),
+    "valve_result": lambda f: proto.encode_valve_result(f["id"], f["state"], f["ok"], f["error"], f.get("cause")),
+    "health": lambda f: proto.encode_health(f["boot"], f["fw"], f["uptime_s"], f["reset"], f["rssi"], f["heap_free"],
+                                            f["dropped"], f["buffer"], f["clock"], f["alarms"]),
 }
 TOPICS = {
     "reading": proto.reading_topic,
     "birth": proto.status_topic,
     "will": proto.status_topic,
     "valve_result": proto.valve_result_topic,
+    "health": proto.health_topic,
     "valve_command": proto.valve_command_topic,
     "ack": proto.ack_topic,
 }
