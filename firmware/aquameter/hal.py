@@ -68,6 +68,7 @@ class Board:
         self._wdt_timer = None
         self._wlan = None
         self._client = None
+        self._ring = None
 
     # --- time --------------------------------------------------------------------
     def ticks_ms(self):
@@ -230,16 +231,25 @@ class Board:
         path = self._path(name)
         try:
             if os.stat(path)[6] == size:
-                return open(path, "r+b"), False
+                self._ring = open(path, "r+b")
+                return self._ring, False
         except OSError:
             pass
+        self.close()
         zeros = bytes(512)
         with open(path, "wb") as f:
             left = size
             while left > 0:
                 f.write(zeros[:min(left, 512)])
                 left -= 512
-        return open(path, "r+b"), True
+        self._ring = open(path, "r+b")
+        return self._ring, True
+
+    def close(self):
+        """Release the ring file (the emulator powers a meter off; a chip just loses power)."""
+        f, self._ring = self._ring, None
+        if f is not None:
+            f.close()
 
     # --- Wi-Fi (non-blocking) ---------------------------------------------------------------
     def wifi_connect(self):

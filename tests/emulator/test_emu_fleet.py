@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aquameter import VERSION
 from emulator import meter_ids
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ def test_power_off_publishes_the_last_will(make_fleet, gateway):
     fleet.wait_for(lambda: m.online, 10, "meter online")
     boot = m.boot
     gateway.wait_for(lambda: gateway.status["m0002"], 10, "birth")
-    assert gateway.status["m0002"][0] == {"v": 1, "online": True, "boot": boot, "fw": "0.1.0", "valve": "open"}
+    assert gateway.status["m0002"][0] == {"v": 1, "online": True, "boot": boot, "fw": VERSION, "valve": "open"}
     fleet.wait_until(fleet.clock.start_epoch + 300, timeout=10)
     fleet.wait_for(lambda: m.outbox_depth == 0, 10, "readings acknowledged")
     m.power_off()

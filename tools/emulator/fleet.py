@@ -223,6 +223,7 @@ class EmulatedMeter:
             self.powered = False
             if self.client is not None:
                 self.client.cut()
+            self.board.close()
             self.line.power_off(self.fleet.clock.now())
             self._relay_energised = False
             self.line.set_closed(False, self.fleet.clock.now())
@@ -236,6 +237,7 @@ class EmulatedMeter:
             self.powered = False
             if self.client is not None:
                 self.client.cut()  # no-op after a clean disconnect
+            self.board.close()
             # the chip resets right after shutdown() saved what it last read
             self.line.power_off(self.fleet.clock.now(), delivered=self.line.boot_base + self._last_counter)
             self._relay_energised = False
@@ -264,6 +266,7 @@ class EmulatedMeter:
                     self.powered = False
                     if self.client is not None:
                         self.client.cut()
+                    self.board.close()
 
     def run_step(self) -> int | None:
         """One firmware step; returns the simulated ms it wants to sleep (None: don't schedule)."""
