@@ -21,9 +21,20 @@ HERE = Path(__file__).resolve().parent
 PINS_JSON = HERE / "pins.json"
 SVG_OUT = HERE / "schematic.svg"
 
-# Recorded in the SVG: the exact bytes depend on the schemdraw version that drew them.
-STAMP = ("drawn by hardware/schematic.py from hardware/pins.json with schemdraw %s"
-         % schemdraw.__version__)
+
+
+def _renderer():
+    """What the exact bytes depend on: schemdraw's version, and ziamath (if installed,
+    schemdraw measures text with it, which moves every label a little)."""
+    from schemdraw.backends import svg as svg_backend
+
+    zm = getattr(svg_backend, "ziamath", None)
+    return "schemdraw %s%s" % (schemdraw.__version__,
+                               " + ziamath %s" % zm.__version__ if zm is not None else "")
+
+
+# Recorded in the SVG, so a test knows whether to expect the same bytes.
+STAMP = "drawn by hardware/schematic.py from hardware/pins.json with %s" % _renderer()
 
 FONT = 11  # points, all labels
 NOTE_FONT = 10
