@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.aquafog-installed
 
-.PHONY: help deps run test bench clean
+.PHONY: help deps run test bench flash clean
 
 help:
 	@echo "make run    demo: Mosquitto + gateway + 200 emulated meters (Ctrl-C stops all)"
 	@echo "make test   the whole test suite"
 	@echo "make bench  benchmarks (prints a table, writes bench-results/*.json)"
 	@echo "make deps   install system packages (apt-get) and the Python venv"
+	@echo "make flash PORT=/dev/ttyUSB0 METER=<id>   put the firmware and that meter's config on a board"
 
 deps: $(STAMP)
 	@tools/install-system-deps.sh
@@ -32,6 +33,18 @@ test: deps
 
 bench: deps
 	$(PY) tools/bench/run.py $(ARGS)
+
+# The meters' configs (written by tools/provision.py; git-ignored, they hold passwords).
+METERS_DIR ?= firmware/meters
+
+flash: deps
+	@if [ -z "$(PORT)" ] || [ -z "$(METER)" ]; then \
+	    echo "usage: make flash PORT=/dev/ttyUSB0 METER=<meter id>" >&2; \
+	    echo "  PORT: the board's serial port (ls /dev/ttyUSB* /dev/ttyACM*)" >&2; \
+	    echo "  METER: a provisioned meter (firmware/meters/<id>/config.json, from python tools/provision.py meter <id> ...)" >&2; \
+	    exit 2; \
+	fi
+	$(PY) tools/flash.py --meters-dir "$(METERS_DIR)" $(ARGS) "$(PORT)" "$(METER)"
 
 clean:
 	rm -rf $(VENV) run build bench-results .pytest_cache

