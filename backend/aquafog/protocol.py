@@ -20,17 +20,27 @@ DEFAULT_ROOT = "aquafog"
 METER_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 BOOT_RE = re.compile(r"[0-9a-f]{8}")
 COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# The id of a valve change a meter made on its own: local-<boot>-<n>, n = 1, 2, ... per boot.
+# Gateway and operator command ids never start with LOCAL_PREFIX.
+LOCAL_PREFIX = "local-"
+LOCAL_ID_RE = re.compile(r"local-[0-9a-f]{8}-[1-9][0-9]{0,9}")
 
 MAX_SEQ = 2**31 - 1
 MAX_REGISTER = 2**53 - 1  # exact in a double, so every JSON library keeps it
 MAX_LITRES = MAX_REGISTER // 1000
+MAX_COUNT = 2**31 - 1
 VALVE_STATES = ("open", "closed")
+VALVE_CAUSES = ("burst",)  # why a meter changed its valve on its own
+RESET_CAUSES = ("power_on", "hard", "watchdog", "deep_sleep", "soft", "brownout", "unknown")
+CLOCK_STATES = ("ntp", "stale", "unset")
+ALARMS = ("leak", "burst", "valve_fault")  # also their canonical order
 
 # Topic kinds (everything after aquafog/<meter>/) that a meter may publish.
 READING = "tele/reading"
+HEALTH = "tele/health"
 STATUS = "status"
 VALVE_RESULT = "stat/valve"
-METER_KINDS = (READING, STATUS, VALVE_RESULT)
+METER_KINDS = (READING, HEALTH, STATUS, VALVE_RESULT)
 
 
 class Reject(NamedTuple):
@@ -64,6 +74,21 @@ class ValveResult(NamedTuple):
     state: str
     ok: bool
     error: str | None
+    cause: str | None = None  # set when the meter changed its valve on its own
+
+
+class Health(NamedTuple):
+    meter: str
+    boot: str
+    fw: str
+    uptime_s: int
+    reset: str
+    rssi: int | None
+    heap_free: int
+    dropped: int
+    buffer: int
+    clock: str
+    alarms: tuple[str, ...]  # distinct, in ALARMS order
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,9 @@ class Topics:
 
     def reading(self, meter: str) -> str:
         return f"{self.root}/{meter}/{READING}"
+
+    def health(self, meter: str) -> str:
+        return f"{self.root}/{meter}/{HEALTH}"
 
     def status(self, meter: str) -> str:
         return f"{self.root}/{meter}/{STATUS}"
@@ -298,11 +326,74 @@ def decode_valve_result(meter: str, payload: bytes, limits: Limits) -> ValveResu
         return Reject("wrong_type", "error", "error must be a string")
     if not ok and not error:
         error = "meter reported failure without a reason"
-    return ValveResult(meter, cid, state, ok, error[:200] if error else None)
+    cause = None
+    if obj.get("cause") is not None:
+        cause = _enum(obj, "cause", VALVE_CAUSES)
+        if type(cause) is Reject:
+            return cause
+    return ValveResult(meter, cid, state, ok, error[:200] if error else None, cause)
+
+
+def decode_health(meter: str, payload: bytes, limits: Limits) -> Health | Reject:
+    obj = _parse_object(payload, limits)
+    if type(obj) is Reject:
+        return obj
+    boot = _str(obj, "boot", BOOT_RE, "8 lowercase hex digits")
+    if type(boot) is Reject:
+        return boot
+    if "fw" not in obj:
+        return Reject("missing_field", "fw", "fw is missing")
+    fw = obj["fw"]
+    if type(fw) is not str:
+        return Reject("wrong_type", "fw", f"fw must be a string, got {type(fw).__name__}")
+    if len(fw) > 32:
+        return Reject("bad_format", "fw", f"fw must be at most 32 characters, got {len(fw)}")
+    uptime = _int(obj, "uptime_s", 0, MAX_COUNT)
+    if type(uptime) is Reject:
+        return uptime
+    reset = _enum(obj, "reset", RESET_CAUSES)
+    if type(reset) is Reject:
+        return reset
+    if "rssi" not in obj:
+        return Reject("missing_field", "rssi", "rssi is missing (null when not known)")
+    rssi = None
+    if obj["rssi"] is not None:
+        rssi = _int(obj, "rssi", -127, 0)
+        if type(rssi) is Reject:
+            return rssi
+    counts = []
+    for key in ("heap_free", "dropped", "buffer"):
+        n = _int(obj, key, 0, MAX_COUNT)
+        if type(n) is Reject:
+            return n
+        counts.append(n)
+    clock = _enum(obj, "clock", CLOCK_STATES)
+    if type(clock) is Reject:
+        return clock
+    alarms = _alarms(obj)
+    if type(alarms) is Reject:
+        return alarms
+    return Health(meter, boot, fw, uptime, reset, rssi, counts[0], counts[1], counts[2], clock, alarms)
+
+
+def _alarms(obj: dict) -> tuple[str, ...] | Reject:
+    if "alarms" not in obj:
+        return Reject("missing_field", "alarms", "alarms is missing ([] when none)")
+    x = obj["alarms"]
+    if type(x) is not list:
+        return Reject("wrong_type", "alarms", f"alarms must be an array of strings, got {type(x).__name__}")
+    for a in x:
+        if type(a) is not str:
+            return Reject("wrong_type", "alarms", f"alarms must be an array of strings, got a {type(a).__name__}")
+        if a not in ALARMS:
+            return Reject("invalid_value", "alarms", f"alarms may hold {', '.join(ALARMS)}, got {a[:40]!r}")
+    if len(set(x)) != len(x):
+        return Reject("invalid_value", "alarms", "alarms must not repeat an alarm")
+    return tuple(a for a in ALARMS if a in x)
 
 
 def decode(topics: Topics, topic: str, payload: bytes, now: float, limits: Limits):
-    """Any message a meter may publish -> Reading | Status | ValveResult | None | Reject."""
+    """Any message a meter may publish -> Reading | Health | Status | ValveResult | None | Reject."""
     parsed = topics.parse(topic)
     if type(parsed) is Reject:
         return parsed
@@ -311,6 +402,8 @@ def decode(topics: Topics, topic: str, payload: bytes, now: float, limits: Limit
         return decode_reading(meter, payload, now, limits)
     if kind == STATUS:
         return decode_status(meter, payload, limits)
+    if kind == HEALTH:
+        return decode_health(meter, payload, limits)
     return decode_valve_result(meter, payload, limits)
 
 

@@ -10,15 +10,18 @@ import pytest
 
 from aquafog.api import create_app
 from aquafog.api.ranking import split_range
+from aquafog.api.serialize import iso_ms as serialize_iso_ms
 from aquafog.config import GatewayConfig
 from aquafog.gateway.accounting import Accounting
 from aquafog.gateway.commands import UnknownMeter
+from aquafog.gateway.health import HealthBatch
 from aquafog.periods import Calendar
-from aquafog.protocol import Reading
+from aquafog.protocol import Health, Reading
 from aquafog.store.engine import open_engine
 from aquafog.store.registry import add_meters
 
 NOW = int(time.time())
+HEALTH_AT_MS = NOW * 1000 - 1500
 
 
 class FakeServices:
@@ -50,6 +53,13 @@ def env(tmp_path):
             b.reading(conn, acc.states[m], Reading(m, "aaaaaaaa", 0, NOW - 60, 0, 1000, 0, "open"), 0)
             b.reading(conn, acc.states[m], Reading(m, "aaaaaaaa", 1, NOW - 30, used, 1000 + used, 1500, "open"), 0)
         b.write(conn)
+        # health: m002 and m004-m006 report a leak, m005 also a burst; m010 reports no alarm
+        hb = HealthBatch()
+        for m, alarms in (("m002", ("leak",)), ("m004", ("leak",)), ("m005", ("leak", "burst")),
+                          ("m006", ("leak",)), ("m010", ())):
+            hb.add(acc.states[m], Health(m, "aaaaaaaa", "0.2.0", 86400, "watchdog", -67 if alarms else None,
+                                         81234, 12, 3, "ntp", alarms), HEALTH_AT_MS)
+        hb.write(conn)
     services = FakeServices()
     app = create_app(cfg, engine, services)
     yield app.test_client(), services, ids
@@ -164,3 +174,34 @@ def test_health_is_503_when_degraded(env):
     assert client.get("/api/v1/health").status_code == 200
     services.healthy = False
     assert client.get("/api/v1/health").status_code == 503
+
+
+def test_meter_detail_has_the_latest_health_or_null(env):
+    client, _, _ = env
+    h = client.get("/api/v1/meters/m005").get_json()["health"]
+    assert h == {"boot": "aaaaaaaa", "fw": "0.2.0", "uptime_s": 86400, "reset": "watchdog", "rssi": -67,
+                 "heap_free": 81234, "dropped": 12, "buffer": 3, "clock": "ntp", "alarms": ["leak", "burst"],
+                 "received": serialize_iso_ms(HEALTH_AT_MS)}
+    h = client.get("/api/v1/meters/m010").get_json()["health"]
+    assert h["alarms"] == [] and h["rssi"] is None
+    assert client.get("/api/v1/meters/m001").get_json()["health"] is None  # never reported
+
+
+def test_meters_are_filtered_by_alarm_and_paged(env):
+    client, _, _ = env
+    def ids(q):
+        return [i["meter"] for i in client.get(f"/api/v1/meters?{q}").get_json()["items"]]
+    assert ids("alarm=leak") == ["m002", "m004", "m005", "m006"]
+    assert ids("alarm=burst") == ["m005"] and ids("alarm=valve_fault") == []
+    first = client.get("/api/v1/meters?alarm=leak&limit=3").get_json()
+    assert [i["meter"] for i in first["items"]] == ["m002", "m004", "m005"] and first["next"] == "m005"
+    assert ids(f"alarm=leak&limit=3&cursor={first['next']}") == ["m006"]
+    assert ids("alarm=leak&valve=open") == ["m002", "m004", "m005", "m006"] and ids("alarm=leak&valve=closed") == []
+    assert ids("alarm=leak&status=online") == []
+    assert err(client.get("/api/v1/meters?alarm=fire")) == (400, "bad_request", "alarm")
+
+
+def test_operator_command_ids_cannot_take_the_meters_local_prefix(env):
+    client, services, _ = env
+    r = client.post("/api/v1/meters/m001/valve", json={"state": "open", "command_id": "local-aaaaaaaa-1"})
+    assert err(r) == (400, "bad_request", "command_id") and services.calls == []

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aquafog.protocol import (Limits, Reading, Reject, Status, Topics, ValveResult, decode, encode_ack,
+from aquafog.protocol import (Health, Limits, Reading, Reject, Status, Topics, ValveResult, decode, encode_ack,
                               encode_valve_command)
 
 TOPICS = Topics("aquafog")
@@ -28,13 +28,21 @@ def _fields(decoded) -> dict:
     if isinstance(decoded, Status):
         return {"boot": decoded.boot}
     if isinstance(decoded, ValveResult):
-        return {"id": decoded.id, "state": decoded.state, "ok": decoded.ok, "error": decoded.error}
+        d = {"id": decoded.id, "state": decoded.state, "ok": decoded.ok, "error": decoded.error}
+        if decoded.cause is not None:  # only a change the meter made on its own has one
+            d["cause"] = decoded.cause
+        return d
+    if isinstance(decoded, Health):
+        d = decoded._asdict()
+        del d["meter"]
+        d["alarms"] = list(d["alarms"])
+        return d
     raise AssertionError(f"unexpected {decoded!r}")
 
 
 def test_every_meter_message_vector_decodes_to_its_fields(vectors):
     cases = vectors["meter_to_gateway"]
-    assert {c["kind"] for c in cases} == {"reading", "birth", "will", "valve_result"}
+    assert {c["kind"] for c in cases} == {"reading", "birth", "will", "valve_result", "health"}
     for case in cases:
         decoded = decode(TOPICS, case["topic"], _payload(case), vectors["now"], LIMITS)
         assert not isinstance(decoded, Reject), (case["name"], decoded)
@@ -94,6 +102,8 @@ def test_unknown_extra_keys_are_ignored_so_v1_can_grow(vectors):
     ("aquafog/m1/tele/reading", ("m1", "tele/reading")),
     ("aquafog/house-17_b/status", ("house-17_b", "status")),
     ("aquafog/m1/stat/valve", ("m1", "stat/valve")),
+    ("aquafog/m1/tele/health", ("m1", "tele/health")),
+    ("aquafog/m1/tele/health/x", "topic_shape"),
     ("aquafog/m1/cmnd/valve", "topic_shape"),
     ("aquafog/m1/cmnd/ack", "topic_shape"),
     ("aquafog/m1", "topic_shape"),
@@ -115,6 +125,7 @@ def test_topic_table(topic, expected):
 def test_topics_are_built_in_one_place_for_any_root():
     t = Topics("city/north")
     assert t.reading("m1") == "city/north/m1/tele/reading"
+    assert t.health("m1") == "city/north/m1/tele/health"
     assert t.valve_command("m1") == "city/north/m1/cmnd/valve"
     assert t.ack("m1") == "city/north/m1/cmnd/ack"
     assert t.parse("city/north/m1/status") == ("m1", "status")
@@ -126,3 +137,68 @@ def test_encoders_refuse_what_the_contract_forbids():
         encode_valve_command('x","ok":true', "closed")
     with pytest.raises(ValueError, match="valve state"):
         encode_valve_command("c1", "ajar")
+
+
+# ---------------------------------------------------------------- health and meter-made valve changes
+
+HEALTH_TOPIC = "aquafog/m1/tele/health"
+HEALTH = {"v": 1, "boot": "3f2a9c1e", "fw": "0.2.0", "uptime_s": 86400, "reset": "watchdog", "rssi": -67,
+          "heap_free": 81234, "dropped": 12, "buffer": 3, "clock": "ntp", "alarms": ["leak"]}
+HEALTH_FIELDS = ("boot", "fw", "uptime_s", "reset", "rssi", "heap_free", "dropped", "buffer", "clock", "alarms")
+# every field's bad forms: each must be rejected naming that field
+BAD_HEALTH_VALUES = {
+    "boot": ["3F2A9C1E", "3f2a9c1", 12345678, None],
+    "fw": [1, ["0.2.0"], "x" * 33, None],
+    "uptime_s": [-1, 2**31, 1.5, "86400", True, None],
+    "reset": ["panic", "", 3, None],
+    "rssi": [1, -128, -67.5, "-67", False],
+    "heap_free": [-1, 2**31, 1e3, "81234", None],
+    "dropped": [-1, 2**31, True, None],
+    "buffer": [-1, 2**31, 3.0, None],
+    "clock": ["gps", "NTP", 0, None],
+    "alarms": ["leak", {"leak": True}, ["fire"], ["leak", "leak"], [None], None],
+}
+
+
+def _health(**over) -> bytes:
+    return json.dumps({**HEALTH, **over}).encode()
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in BAD_HEALTH_VALUES.items() for v in vs],
+                         ids=lambda x: repr(x)[:20])
+def test_each_bad_health_field_is_rejected_naming_that_field(field, value):
+    r = decode(TOPICS, HEALTH_TOPIC, _health(**{field: value}), 1764000000, LIMITS)
+    assert isinstance(r, Reject), r
+    assert r.field == field and r.reason in ("wrong_type", "out_of_range", "bad_format", "invalid_value")
+    assert field in r.message
+
+
+@pytest.mark.parametrize("field", HEALTH_FIELDS)
+def test_every_health_field_is_required(field):
+    obj = dict(HEALTH)
+    del obj[field]
+    r = decode(TOPICS, HEALTH_TOPIC, json.dumps(obj).encode(), 1764000000, LIMITS)
+    assert isinstance(r, Reject) and (r.reason, r.field) == ("missing_field", field)
+
+
+def test_health_bounds_and_alarm_order():
+    h = decode(TOPICS, HEALTH_TOPIC, _health(uptime_s=2**31 - 1, rssi=0, heap_free=0, dropped=2**31 - 1,
+                                             alarms=["valve_fault", "leak", "burst"], extra={"x": 1}),
+               1764000000, LIMITS)
+    assert isinstance(h, Health) and h.meter == "m1"
+    assert (h.uptime_s, h.rssi, h.dropped) == (2**31 - 1, 0, 2**31 - 1)
+    assert h.alarms == ("leak", "burst", "valve_fault")  # one order, so a change is a change of the set
+    assert decode(TOPICS, HEALTH_TOPIC, _health(rssi=-127, fw=""), 1764000000, LIMITS).rssi == -127
+
+
+def test_a_result_with_a_cause_is_a_change_the_meter_made_on_its_own():
+    topic = "aquafog/m1/stat/valve"
+    r = decode(TOPICS, topic, b'{"v":1,"id":"local-3f2a9c1e-1","state":"closed","ok":true,"cause":"burst"}',
+               1764000000, LIMITS)
+    assert r == ValveResult("m1", "local-3f2a9c1e-1", "closed", True, None, "burst")
+    r = decode(TOPICS, topic, b'{"v":1,"id":"c-1","state":"closed","ok":true,"cause":null}', 1764000000, LIMITS)
+    assert r.cause is None  # null is the same as absent
+    for cause, reason in (("leak", "invalid_value"), ("", "invalid_value"), (1, "wrong_type"), ([], "wrong_type")):
+        payload = json.dumps({"v": 1, "id": "local-3f2a9c1e-1", "state": "closed", "ok": True, "cause": cause})
+        r = decode(TOPICS, topic, payload.encode(), 1764000000, LIMITS)
+        assert isinstance(r, Reject) and (r.reason, r.field) == (reason, "cause"), cause

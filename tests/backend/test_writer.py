@@ -5,6 +5,7 @@ for the two MQTT connections (the integration tests use the real broker)."""
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from aquafog.gateway.commands import CommandConflict, UnknownMeter
 from aquafog.gateway.writer import Writer
 from aquafog.store.engine import open_engine
 from aquafog.store.registry import add_meters
-from aquafog.store.schema import commands, ingest_counters, readings
+from aquafog.store.schema import commands, ingest_counters, meter_alarms, meter_health, meters, readings
 
 
 class FakePublisher:
@@ -85,19 +86,25 @@ class Harness:
         self.pipe = FakeAckPipe(self.engine)
         self.writer = Writer(self.cfg, self.engine, self.events, self.pub, self.pipe)
         self.mid = 0
+        self.qos1 = 0
         self.writer.start()
 
     def send(self, *msgs, qos=1):
+        """One receiver hand-over; a message is (topic, payload) or (topic, payload, qos)."""
         batch = []
-        for topic, payload in msgs:
+        for topic, payload, *q in msgs:
             self.mid += 1
-            batch.append((1, self.mid, qos, topic, payload, int(time.time() * 1000)))
+            mq = q[0] if q else qos
+            self.qos1 += mq > 0
+            batch.append((1, self.mid, mq, topic, payload, int(time.time() * 1000)))
         self.events.put(("msgs", batch))
         return self.mid
 
     def settle(self):
-        """Wait until the writer has committed everything sent so far."""
-        self.pipe.wait_mids(self.mid)
+        """Wait until the writer has committed everything sent so far (a QoS 0 message
+        is never PUBACKed: send a QoS 1 one after it to settle on)."""
+        self.pipe.wait_mids(self.qos1)
+        self.writer.call(lambda conn: (None, []))  # and has finished publishing what that commit sent
 
     def db(self, stmt):
         with self.engine.connect() as conn:
@@ -314,3 +321,194 @@ def test_acks_are_coalesced_to_one_per_meter_per_interval_and_the_last_one_is_ne
         h.pub.wait_for(lambda t, p: len(acks()) == 3)
     finally:
         h.stop()
+
+
+# ---------------------------------------------------------------- health
+
+def health(alarms=(), uptime_s=100, boot="aaaaaaaa", **over):
+    return json.dumps({"v": 1, "boot": boot, "fw": "0.2.0", "uptime_s": uptime_s, "reset": "power_on",
+                       "rssi": -60, "heap_free": 90000, "dropped": 0, "buffer": 0, "clock": "ntp",
+                       "alarms": list(alarms), **over}).encode()
+
+
+def alarm_rows(h):
+    return sorted((r.alarm, r.meter) for r in h.db(select(meter_alarms)))
+
+
+def alarm_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "aquafog.health" and r.levelno == logging.WARNING]
+
+
+def test_the_latest_health_is_stored_replaced_and_alarm_changes_are_logged(h, caplog):
+    caplog.set_level(logging.INFO)
+    h.send(("aquafog/m1/tele/health", health(["leak"], uptime_s=100, rssi=None), 0),
+           ("aquafog/m1/tele/reading", reading(seq=0)))
+    h.settle()
+    [row] = h.db(select(meter_health))
+    assert (row.uptime_s, row.rssi, row.alarms, row.clock) == (100, None, "leak", "ntp")
+    assert alarm_rows(h) == [("leak", "m1")]
+    assert alarm_warnings(caplog) == ["meter m1 alarms: leak (raised leak)"]
+    assert h.pipe.acks[-1][1] == [2]  # the QoS 0 health needs no PUBACK; the reading got its own
+
+    h.send(("aquafog/m1/tele/health", health(["burst", "leak"], uptime_s=200), 0),  # two in one batch:
+           ("aquafog/m1/tele/health", health(["burst"], uptime_s=300, dropped=7), 0),  # the last one counts
+           ("aquafog/m2/tele/health", health(), 0),
+           ("aquafog/m1/tele/reading", reading(seq=1)))
+    h.settle()
+    rows = {r.meter_pk: r for r in h.db(select(meter_health))}
+    assert len(rows) == 2 and (rows[1].uptime_s, rows[1].dropped, rows[1].alarms) == (300, 7, "burst")
+    assert rows[2].alarms == "" and rows[2].received_ms >= rows[1].received_ms
+    assert alarm_rows(h) == [("burst", "m1")]
+    assert alarm_warnings(caplog)[1:] == ["meter m1 alarms: burst (raised burst; cleared leak)"]  # m2: no change
+
+    h.send(("aquafog/m1/tele/health", health(["burst"], uptime_s=400), 0), ("aquafog/m1/tele/reading", reading(seq=2)))
+    h.settle()
+    assert h.db(select(meter_health.c.uptime_s).where(meter_health.c.meter_pk == 1)) == [(400,)]
+    assert len(alarm_warnings(caplog)) == 2  # same alarms: replaced, not logged again
+
+
+def test_stored_alarms_are_known_after_a_restart(tmp_path, caplog):
+    h = Harness(tmp_path)
+    h.send(("aquafog/m1/tele/health", health(["valve_fault"]), 0), ("aquafog/m1/tele/reading", reading(seq=0)))
+    h.settle()
+    h.stop()
+    caplog.clear()
+    h = Harness(tmp_path)
+    try:
+        h.send(("aquafog/m1/tele/health", health(["valve_fault"]), 0), ("aquafog/m1/tele/reading", reading(seq=1)))
+        h.send(("aquafog/m1/tele/health", health([]), 0), ("aquafog/m1/tele/reading", reading(seq=2)))
+        h.settle()
+        assert alarm_warnings(caplog) == ["meter m1 alarms: none (cleared valve_fault)"]
+        assert alarm_rows(h) == []
+    finally:
+        h.stop()
+
+
+def test_bad_health_and_health_of_unknown_meters_are_rejected_and_counted(h):
+    h.send(("aquafog/m1/tele/health", health(rssi=12), 0), ("aquafog/zz9/tele/health", health(), 0),
+           ("aquafog/m1/tele/health", health(["flood"]), 0), ("aquafog/m1/tele/reading", reading(seq=0)))
+    h.settle()
+    counts = {(r.reason, r.field): r.count for r in h.db(select(ingest_counters))}
+    assert counts == {("accepted", ""): 1, ("out_of_range", "rssi"): 1, ("unknown_meter", ""): 1,
+                      ("invalid_value", "alarms"): 1}
+    assert h.db(select(meter_health)) == []
+
+
+# ---------------------------------------------------------------- valve changes a meter makes on its own
+
+LOCAL = "local-bbbbbbbb-1"
+
+
+def local(cid=LOCAL, state="closed", ok=True, cause="burst", error=None):
+    d = {"v": 1, "id": cid, "state": state, "ok": ok, "cause": cause}
+    if error:
+        d["error"] = error
+    return json.dumps(d).encode()
+
+
+def valve_commands_sent(h):
+    return [json.loads(p) for t, p in h.pub.sent if t == "aquafog/m1/cmnd/valve"]
+
+
+def desired(h, meter="m1"):
+    return h.db(select(meters.c.valve_desired).where(meters.c.meter == meter))[0][0]
+
+
+def opened_by_operator(h):
+    """m1 online with its valve open because an operator said so (desired: open)."""
+    h.send(("aquafog/m1/status", birth(valve="open")))
+    h.settle()
+    row, _ = h.writer.submit_valve("m1", "open", "unblock", None)
+    h.pub.wait_for(lambda t, p: t == "aquafog/m1/cmnd/valve")
+    h.send(("aquafog/m1/stat/valve", result(row["id"], state="open")))
+    h.settle()
+    assert status_of(h, row["id"]) == ("applied", None) and desired(h) == "open"
+    return len(valve_commands_sent(h))
+
+
+def test_a_meter_closing_its_valve_on_a_burst_is_recorded_and_the_next_birth_does_not_reopen_it(h):
+    sent_before = opened_by_operator(h)
+    # the meter closed on a burst, rebooted; it reports the change, then its birth, in one batch
+    h.send(("aquafog/m1/stat/valve", local()), ("aquafog/m1/status", birth(valve="closed", boot="bbbbbbbb")))
+    h.settle()
+    c = h.db(select(commands).where(commands.c.id == LOCAL))[0]
+    assert (c.origin, c.state, c.status, c.error) == ("meter", "closed", "applied", None)
+    assert c.reason == "burst: the meter closed its valve on its own"
+    assert c.created_ms == c.sent_ms == c.done_ms
+    assert desired(h) == "closed"
+    assert len(valve_commands_sent(h)) == sent_before  # nothing re-delivered: no re-opening
+    assert h.db(select(ingest_counters.c.reason)) == []
+
+    # the same report again (the meter did not get the PUBACK): nothing new, no error
+    h.send(("aquafog/m1/stat/valve", local()))
+    h.settle()
+    assert len(h.db(select(commands))) == 2 and h.db(select(ingest_counters.c.reason)) == []
+
+    # the operator re-opens it normally; a late repeat of the meter's report does not undo that
+    row, _ = h.writer.submit_valve("m1", "open", "pipe repaired", None)
+    [cmd] = valve_commands_sent(h)[sent_before:]
+    assert cmd == {"v": 1, "id": row["id"], "state": "open"}
+    h.send(("aquafog/m1/stat/valve", result(row["id"], state="open")), ("aquafog/m1/stat/valve", local()))
+    h.settle()
+    assert status_of(h, row["id"]) == ("applied", None) and desired(h) == "open"
+
+
+def test_birth_before_the_meters_own_change_in_one_batch_still_does_not_reopen_the_valve(h):
+    sent_before = opened_by_operator(h)
+    # the reverse of what a meter sends: the birth re-delivers "open" (a reconcile command),
+    # then the change in the same batch supersedes it before it is published
+    h.send(("aquafog/m1/status", birth(valve="closed", boot="bbbbbbbb")), ("aquafog/m1/stat/valve", local()))
+    h.settle()
+    assert len(valve_commands_sent(h)) == sent_before
+    cmds = h.db(select(commands.c.origin, commands.c.state, commands.c.status, commands.c.error)
+                .order_by(commands.c.created_ms, commands.c.origin))
+    assert [tuple(c)[:3] for c in cmds] == [("api", "open", "applied"), ("meter", "closed", "applied"),
+                                            ("reconcile", "open", "failed")]
+    assert cmds[2].error == f"superseded by the meter's own change {LOCAL} (burst)"
+    assert desired(h) == "closed"
+
+
+def test_a_pending_operator_command_for_the_other_state_is_superseded_by_the_meters_change(h):
+    queued, _ = h.writer.submit_valve("m1", "open", None, None)  # meter offline: queued
+    same, _ = h.writer.submit_valve("m2", "closed", None, None)
+    h.send(("aquafog/m1/stat/valve", local()), ("aquafog/m1/status", birth(valve="closed", boot="bbbbbbbb")))
+    h.settle()
+    assert status_of(h, queued["id"]) == ("failed", f"superseded by the meter's own change {LOCAL} (burst)")
+    assert valve_commands_sent(h) == [] and desired(h) == "closed"
+    assert status_of(h, same["id"])[0] == "queued"  # another meter's command is not touched
+
+
+def test_a_failed_change_of_its_own_is_recorded_and_leaves_the_desired_state(h):
+    opened_by_operator(h)
+    h.send(("aquafog/m1/stat/valve", local(state="open", ok=False, error="valve stuck")))
+    h.settle()
+    c = h.db(select(commands).where(commands.c.id == LOCAL))[0]
+    assert (c.origin, c.status, c.error) == ("meter", "failed", "valve stuck")
+    assert c.reason == "burst: the meter could not move its valve on its own"
+    assert desired(h) == "open"
+
+
+def test_a_cause_on_the_result_of_a_gateway_command_is_ignored(h):
+    h.send(("aquafog/m1/status", birth()))
+    h.settle()
+    row, _ = h.writer.submit_valve("m1", "closed", None, None)
+    h.pub.wait_for(lambda t, p: t == "aquafog/m1/cmnd/valve")
+    h.send(("aquafog/m1/stat/valve", local(cid=row["id"])))
+    h.settle()
+    assert status_of(h, row["id"]) == ("applied", None)
+    assert [(c.id, c.origin) for c in h.db(select(commands.c.id, commands.c.origin))] == [(row["id"], "api")]
+
+
+def test_a_local_id_reused_for_another_state_or_meter_or_a_foreign_id_is_rejected(h):
+    other, _ = h.writer.submit_valve("m2", "closed", None, "op-7")
+    h.send(("aquafog/m1/stat/valve", local()))
+    h.send(("aquafog/m1/stat/valve", local(state="open")),                 # same id, other state
+           ("aquafog/m2/stat/valve", local()),                             # same id, other meter
+           ("aquafog/m1/stat/valve", local(cid="op-7")),                   # another meter's command
+           ("aquafog/m1/stat/valve", local(cid="c-made-up")),              # not a local id, not ours
+           ("aquafog/m1/stat/valve", local(cid="local-bbbbbbbb-0")))       # n counts from 1
+    h.settle()
+    counts = {(r.reason, r.field): r.count for r in h.db(select(ingest_counters))}
+    assert counts == {("conflicting_duplicate", "id"): 3, ("bad_format", "id"): 2}
+    assert [c.id for c in h.db(select(commands.c.id).order_by(commands.c.id))] == [LOCAL, "op-7"]
+    assert status_of(h, other["id"])[0] == "queued" and desired(h, "m2") == "closed"

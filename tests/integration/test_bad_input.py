@@ -32,7 +32,19 @@ def without(key: str) -> bytes:
     return enc(d)
 
 
+def health(**over) -> bytes:
+    return enc({"v": 1, "boot": "aaaaaaaa", "fw": "0.2.0", "uptime_s": 600, "reset": "power_on", "rssi": -70,
+                "heap_free": 80000, "dropped": 0, "buffer": 0, "clock": "ntp", "alarms": [], **over})
+
+
+def local(cid: str, state: str, cause="burst") -> bytes:
+    return enc({"v": 1, "id": cid, "state": state, "ok": True, "cause": cause})
+
+
 R = "aquafog/m1/tele/reading"
+H = "aquafog/m1/tele/health"
+V = "aquafog/m1/stat/valve"
+LOCAL = "local-aaaaaaaa-1"  # a valve change m1 made on its own, accepted before the bad input
 # (name, topic, payload, expected reason, expected field)
 BAD = [
     ("not json", R, b"garbage", "not_json", ""),
@@ -66,11 +78,23 @@ BAD = [
     ("bad meter id", "aquafog/M 1!/tele/reading", enc(good(1, 100)), "bad_meter_id", ""),
     ("birth online not bool", "aquafog/m1/status", b'{"v":1,"online":"yes","boot":"aaaaaaaa"}', "wrong_type",
      "online"),
-    ("result for unknown command", "aquafog/m1/stat/valve", b'{"v":1,"id":"c-nope","state":"closed","ok":true}',
+    ("result for unknown command", V, b'{"v":1,"id":"c-nope","state":"closed","ok":true}',
      "unknown_command", "id"),
+    ("health rssi positive", H, health(rssi=3), "out_of_range", "rssi"),
+    ("health unknown alarm", H, health(alarms=["fire"]), "invalid_value", "alarms"),
+    ("health alarm twice", H, health(alarms=["leak", "leak"]), "invalid_value", "alarms"),
+    ("health unknown reset", H, health(reset="gremlins"), "invalid_value", "reset"),
+    ("health clock as bool", H, health(clock=True), "wrong_type", "clock"),
+    ("health no buffer", H, health(buffer=None).replace(b', "buffer": null', b""), "missing_field", "buffer"),
+    ("health of unknown meter", "aquafog/m404/tele/health", health(), "unknown_meter", ""),
+    ("result unknown cause", V, local("local-aaaaaaaa-2", "closed", cause="vandals"), "invalid_value", "cause"),
+    ("meter change with a non-local id", V, local("c-made-up", "closed"), "bad_format", "id"),
     # stateful: judged against what is already stored (good seq 0..9 precede these)
     ("register backwards", R, enc(good(50, 10)), "register_backwards", "litres"),
     ("conflicting duplicate", R, enc(good(3, 999_999)), "conflicting_duplicate", ""),
+    ("meter change reported with the other state", V, local(LOCAL, "open"), "conflicting_duplicate", "id"),
+    ("meter change id of another meter", "aquafog/m2/stat/valve", local(LOCAL, "closed"), "conflicting_duplicate",
+     "id"),
 ]
 
 
@@ -87,7 +111,11 @@ def test_every_kind_of_bad_input_is_rejected_and_counted_while_good_data_flows(g
         assert len(BAD) >= 20 and len({b[3] for b in BAD}) >= 15
         for seq in range(10):  # good data first, so the stateful cases have something to contradict
             pub(R, enc(good(seq, seq * 100)))
+        pub(V, local(LOCAL, "closed"))
+        pub(H, health(alarms=["burst"]))
         gw.wait_for(lambda: gw.get("/meters/m1")["register"]["seq"] == 9, "m1 seq 9 stored")
+        gw.wait_for(lambda: gw.get("/meters/m1")["health"], "m1 health stored")
+        assert gw.get(f"/commands/{LOCAL}")["command"]["origin"] == "meter"
         seq = 10
         for _name, topic, payload, _reason, _field in BAD:
             pub(topic, payload)
@@ -108,6 +136,8 @@ def test_every_kind_of_bad_input_is_rejected_and_counted_while_good_data_flows(g
         m1 = gw.get("/meters/m1")
         assert m1["register"]["litres"] == last * 100 / 1000 and m1["readings"] == last + 1
         assert gw.get("/meters/m2")["readings"] == len(BAD)
+        assert gw.get("/meters/m1")["health"]["alarms"] == ["burst"]  # no bad health replaced the good one
+        assert gw.get("/meters/m1")["valve"]["desired"] == "closed"
         assert gw.get("/health")["status"] == "ok" and gw.proc.poll() is None
         reasons = {r["reason"] for r in gw.get("/ingest/stats?recent=100")["recent_rejects"]}
         assert reasons == set(expected)  # an operator can see what was refused and why

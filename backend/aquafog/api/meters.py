@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, jsonify, request, url_for
 
-from ..protocol import COMMAND_ID_RE, METER_ID_RE, VALVE_STATES
+from ..protocol import ALARMS, COMMAND_ID_RE, LOCAL_PREFIX, METER_ID_RE, VALVE_STATES
 from ..store import queries
 from . import ctx, db, serialize
 from .errors import bad_request, not_found
@@ -29,11 +29,12 @@ def _meter_or_404(meter_id: str):
 def list_meters():
     status = arg_enum("status", queries.METER_STATUSES)
     valve = arg_enum("valve", VALVE_STATES)
+    alarm = arg_enum("alarm", ALARMS)
     limit = arg_int("limit", 100, 1, MAX_PAGE)
     cursor = request.args.get("cursor") or None
     if cursor is not None and not METER_ID_RE.fullmatch(cursor):
         raise bad_request("cursor must be the 'next' value of a previous page", "cursor")
-    rows = queries.list_meters(db(), status, valve, cursor, limit + 1)
+    rows = queries.list_meters(db(), status, valve, cursor, limit + 1, alarm)
     items = [serialize.meter_summary(r) for r in rows[:limit]]
     return jsonify({"items": items, "next": items[-1]["meter"] if len(rows) > limit else None})
 
@@ -44,7 +45,8 @@ def get_meter(meter_id: str):
     day, month = ctx().calendar.keys(int(time.time()))
     today_ml, month_ml = queries.consumption(db(), m["meter"], day, month)
     pending = queries.pending_command(db(), m["pk"])
-    return jsonify(serialize.meter_detail(m, today_ml, month_ml, pending))
+    health = queries.meter_health_of(db(), m["pk"])
+    return jsonify(serialize.meter_detail(m, today_ml, month_ml, pending, health))
 
 
 @bp.get("/meters/<meter_id>/readings")
@@ -103,6 +105,9 @@ def post_valve(meter_id: str):
     command_id = body.get("command_id")
     if command_id is not None and not COMMAND_ID_RE.fullmatch(command_id):
         raise bad_request("command_id must be 1-64 of A-Z a-z 0-9 _ . : -", "command_id")
+    if command_id is not None and command_id.startswith(LOCAL_PREFIX):
+        raise bad_request(f"command_id must not start with {LOCAL_PREFIX!r}: meters use it for the changes "
+                          "they make on their own", "command_id")
     row, created = ctx().services.submit_valve(meter_id, state, reason, command_id)
     c = queries.get_command(db(), row["id"])
     resp = jsonify({"command": serialize.command(c)})

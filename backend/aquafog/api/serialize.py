@@ -33,7 +33,18 @@ def meter_summary(m) -> dict:
     }
 
 
-def meter_detail(m, today_ml: int, month_ml: int, pending: str | None) -> dict:
+def health(h) -> dict | None:
+    """The meter's latest tele/health report, as it sent it, and when it was received."""
+    if h is None:
+        return None
+    return {
+        "boot": h["boot"], "fw": h["fw"], "uptime_s": h["uptime_s"], "reset": h["reset"], "rssi": h["rssi"],
+        "heap_free": h["heap_free"], "dropped": h["dropped"], "buffer": h["buffer"], "clock": h["clock"],
+        "alarms": h["alarms"].split(",") if h["alarms"] else [], "received": iso_ms(h["received_ms"]),
+    }
+
+
+def meter_detail(m, today_ml: int, month_ml: int, pending: str | None, health_row=None) -> dict:
     d = meter_summary(m)
     d.update({
         "status_changed_at": iso_ms(m["status_ms"]),
@@ -46,6 +57,7 @@ def meter_detail(m, today_ml: int, month_ml: int, pending: str | None) -> dict:
                         "total_litres": litres(m["total_ml"])},
         "readings": m["readings"],
         "registered_at": iso_ms(m["created_ms"]),
+        "health": health(health_row),
     })
     d["valve"]["pending_command"] = pending
     return d

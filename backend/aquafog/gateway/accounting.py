@@ -55,6 +55,7 @@ class MeterState:
     fw: str | None = None
     valve_desired: str | None = None
     valve_reported: str | None = None
+    alarms: tuple[str, ...] | None = None  # of the latest health report; None until gateway/health.py loads it
 
     @property
     def next_boot_idx(self) -> int:

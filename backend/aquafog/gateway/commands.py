@@ -11,6 +11,13 @@
 
 Command ids are idempotency keys: the same id with the same request returns the
 existing command; the same id with a different request is a conflict.
+
+A meter may also change its valve on its own (it closes it on a burst). It reports that
+on stat/valve with an id of its own, local-<boot>-<n>, and a `cause`. The ledger records
+it as an applied command of origin "meter" and makes its state the desired one, so the
+birth that follows (valve closed) does not bring back the operator's earlier "open".
+A pending command for the other state is superseded by it. The operator can re-open
+the valve with a new command.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
 
-from ..protocol import Reject, Status, Topics, ValveResult, encode_valve_command
+from ..protocol import LOCAL_ID_RE, Reject, Status, Topics, ValveResult, encode_valve_command
 from ..store.schema import commands, meters
 from .accounting import MeterState
 
@@ -116,13 +123,29 @@ class CommandLedger:
         _, _, pubs = self.submit(conn, st, st.valve_desired, reason, None, "reconcile", now_ms)
         return pubs
 
-    def on_result(self, conn: Connection, st: MeterState, res: ValveResult, now_ms: int) -> Reject | None:
-        row = conn.execute(
-            select(commands.c.status, commands.c.state).where(commands.c.id == res.id,
-                                                              commands.c.meter_pk == st.pk)
-        ).first()
-        if row is None:
-            return Reject("unknown_command", "id", f"no command {res.id!r} was sent to meter {st.meter}")
+    def on_result(self, conn: Connection, st: MeterState, res: ValveResult, now_ms: int,
+                  superseded: set[str] | None = None) -> Reject | None:
+        """A meter's stat/valve. Ids of commands a meter change supersedes are added to
+        `superseded`: the caller must not publish them any more."""
+        c = commands.c
+        row = conn.execute(select(c.meter_pk, c.status, c.state, c.origin).where(c.id == res.id)).first()
+        if row is None or row.meter_pk != st.pk:
+            if res.cause is None:
+                return Reject("unknown_command", "id", f"no command {res.id!r} was sent to meter {st.meter}")
+            if row is not None:
+                return Reject("conflicting_duplicate", "id",
+                              f"id {res.id!r} of a change meter {st.meter} made on its own is already the id "
+                              "of another meter's command")
+            if not LOCAL_ID_RE.fullmatch(res.id):
+                return Reject("bad_format", "id", f"a change the meter made on its own ({res.cause}) must have "
+                                                  f"an id local-<boot>-<n>, got {res.id!r}")
+            self._local_change(conn, st, res, now_ms, superseded)
+            return None
+        if row.origin == "meter":  # a change the meter made on its own, reported again
+            if row.state != res.state:
+                return Reject("conflicting_duplicate", "id",
+                              f"meter change {res.id!r} was recorded with valve {row.state}, now it says {res.state}")
+            return None
         st.valve_reported = res.state
         if row.status not in ("queued", "sent", "expired"):
             return None  # already final (a repeated answer)
@@ -137,6 +160,33 @@ class CommandLedger:
             .values(done_ms=now_ms, sent_ms=func.coalesce(commands.c.sent_ms, now_ms), **values)
         )
         return None
+
+    def _local_change(self, conn: Connection, st: MeterState, res: ValveResult, now_ms: int,
+                      superseded: set[str] | None) -> None:
+        if res.ok:
+            reason = f"{res.cause}: the meter {'closed' if res.state == 'closed' else 'opened'} its valve on its own"
+        else:
+            reason = f"{res.cause}: the meter could not move its valve on its own"
+        row = {
+            "id": res.id, "meter_pk": st.pk, "kind": "valve", "state": res.state, "reason": reason, "origin": "meter",
+            "status": "applied" if res.ok else "failed", "error": None if res.ok else res.error,
+            "attempts": 0, "created_ms": now_ms, "sent_ms": now_ms, "done_ms": now_ms, "expires_ms": now_ms,
+        }
+        conn.execute(commands.insert(), row)
+        st.valve_reported = res.state
+        if not res.ok:
+            return  # the valve did not move: the operator's intent stands
+        c = commands.c
+        other = conn.execute(select(c.id).where(c.meter_pk == st.pk, c.status.in_(PENDING),
+                                                c.state != res.state)).scalars().all()
+        if other:
+            conn.execute(update(commands).where(c.id.in_(other)).values(
+                status="failed", done_ms=now_ms,
+                error=f"superseded by the meter's own change {res.id} ({res.cause})"))
+            if superseded is not None:
+                superseded.update(other)
+        st.valve_desired = res.state
+        conn.execute(update(meters).where(meters.c.pk == st.pk).values(valve_desired=res.state))
 
     def mark_sent(self, conn: Connection, command_id: str, now_ms: int) -> None:
         c = commands.c

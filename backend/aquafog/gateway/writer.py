@@ -31,10 +31,11 @@ from sqlalchemy.exc import OperationalError
 
 from ..config import GatewayConfig
 from ..periods import Calendar
-from ..protocol import Reading, Reject, Status, Topics, decode, encode_ack
+from ..protocol import Health, Reading, Reject, Status, Topics, decode, encode_ack
 from ..store.schema import ingest_counters, ingest_rejects
 from .accounting import H_BOOT, H_ML, H_PULSES, H_SEQ, Accounting, MeterState
 from .commands import CommandLedger, Publish, UnknownMeter
+from .health import HealthBatch
 from .publisher import Publisher
 
 log = logging.getLogger("aquafog.writer")
@@ -309,6 +310,9 @@ class Writer(threading.Thread):
                     if m not in self.acc.states:
                         self._unknown[m] = now + UNKNOWN_METER_CACHE_S
             batch = self.acc.begin_batch()
+            health = HealthBatch()
+            superseded: set[str] = set()
+            # in arrival order: a meter reports a change it made on its own before its birth
             for d, m in decoded:
                 st = self.acc.states.get(d.meter)
                 if st is None:
@@ -319,15 +323,19 @@ class Writer(threading.Thread):
                 t = type(d)
                 if t is Reading:
                     rej = batch.reading(conn, st, d, m[5])
+                elif t is Health:
+                    rej = None
+                    health.add(st, d, m[5])
                 elif t is Status:
                     rej = None
                     publishes.extend(self._status(conn, batch, st, d, now_ms))
                 else:
-                    rej = self.ledger.on_result(conn, st, d, now_ms)
+                    rej = self.ledger.on_result(conn, st, d, now_ms, superseded)
                     batch.touched[st.pk] = st
                 if rej is not None:
                     rejects.append((m, rej))
             batch.write(conn)
+            health.write(conn)
             counts: dict = defaultdict(int)
             for outcome, n in zip(OUTCOMES, (batch.accepted, batch.duplicates, batch.late, batch.resets)):
                 if n:
@@ -343,6 +351,9 @@ class Writer(threading.Thread):
         s.rejected += len(rejects)
         for m, rej in rejects:
             self._log_reject(m[3], rej)
+        health.log_changes()
+        if superseded:  # e.g. a birth's re-delivery that a later result in this batch overrode
+            publishes = [p for p in publishes if p.command_id not in superseded]
         return (batch.answered, batch.acked), publishes
 
     def _status(self, conn, batch, st: MeterState, s: Status, now_ms: int) -> list[Publish]:

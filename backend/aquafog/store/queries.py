@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
-from .schema import (commands, consumption_daily, consumption_monthly, ingest_counters, ingest_rejects, meter_boots,
-                     meters, readings)
+from .schema import (commands, consumption_daily, consumption_monthly, ingest_counters, ingest_rejects, meter_alarms,
+                     meter_boots, meter_health, meters, readings)
 
 METER_STATUSES = ("online", "offline", "never_seen")
 
@@ -16,8 +16,17 @@ def get_meter(conn: Connection, meter: str):
     return conn.execute(select(meters).where(meters.c.meter == meter)).mappings().first()
 
 
-def list_meters(conn: Connection, status: str | None, valve: str | None, after: str | None, limit: int):
-    q = select(meters).order_by(meters.c.meter).limit(limit)
+def list_meters(conn: Connection, status: str | None, valve: str | None, after: str | None, limit: int,
+                alarm: str | None = None):
+    if alarm:  # through the (alarm, meter) index: reads only the meters that have it
+        a = meter_alarms.c
+        q = (select(meters).select_from(meter_alarms.join(meters, meters.c.meter == a.meter))
+             .where(a.alarm == alarm).order_by(a.meter).limit(limit))
+        if after:
+            q = q.where(a.meter > after)
+            after = None
+    else:
+        q = select(meters).order_by(meters.c.meter).limit(limit)
     if status == "online":
         q = q.where(meters.c.online.is_(True))
     elif status == "offline":
@@ -29,6 +38,10 @@ def list_meters(conn: Connection, status: str | None, valve: str | None, after: 
     if after:
         q = q.where(meters.c.meter > after)
     return conn.execute(q).mappings().all()
+
+
+def meter_health_of(conn: Connection, meter_pk: int):
+    return conn.execute(select(meter_health).where(meter_health.c.meter_pk == meter_pk)).mappings().first()
 
 
 def consumption(conn: Connection, meter: str, day: int, month: int) -> tuple[int, int]:

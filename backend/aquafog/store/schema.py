@@ -5,10 +5,16 @@ dedupe key is the clustering key and one meter's history is contiguous on disk.
 Everything the ranking and the meter pages read (latest state, per-day and per-month
 consumption) is maintained incrementally by the ingest batch, never scanned out of
 the readings.
+
+SCHEMA_VERSION is stored in the file (PRAGMA user_version); store/engine.py upgrades a
+file written by an older gateway. A new table needs nothing more (it is created on
+open); a new column on an existing table also needs a step in engine.UPGRADES.
 """
 
 from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table,
                         Text, UniqueConstraint)
+
+SCHEMA_VERSION = 2  # 1: the first release (user_version was left at 0); 2: meter health
 
 metadata = MetaData()
 
@@ -92,7 +98,7 @@ commands = Table(
     Column("kind", String(16), nullable=False),           # "valve"
     Column("state", String(8), nullable=False),           # requested valve state
     Column("reason", Text),
-    Column("origin", String(16), nullable=False),         # "api" | "reconcile"
+    Column("origin", String(16), nullable=False),         # "api" | "reconcile" | "meter"
     Column("status", String(10), nullable=False),         # queued|sent|applied|failed|expired
     Column("error", Text),
     Column("attempts", Integer, nullable=False, default=0),
@@ -103,6 +109,33 @@ commands = Table(
 )
 Index("commands_by_meter", commands.c.meter_pk, commands.c.created_ms)
 Index("commands_open", commands.c.status, commands.c.expires_ms)
+
+# The latest tele/health of each meter (one row per meter, replaced by each report).
+meter_health = Table(
+    "meter_health", metadata,
+    Column("meter_pk", Integer, ForeignKey("meters.pk"), primary_key=True),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("boot", String(8), nullable=False),
+    Column("fw", String(32), nullable=False),
+    Column("uptime_s", BigInteger, nullable=False),
+    Column("reset", String(16), nullable=False),
+    Column("rssi", Integer),
+    Column("heap_free", BigInteger, nullable=False),
+    Column("dropped", BigInteger, nullable=False),
+    Column("buffer", BigInteger, nullable=False),
+    Column("clock", String(8), nullable=False),
+    Column("alarms", String(64), nullable=False),         # comma-separated in protocol.ALARMS order; "" if none
+)
+
+# The alarms each meter's latest health lists, one row per (alarm, meter): the index
+# behind GET /meters?alarm=, in meter order like the meter list itself.
+meter_alarms = Table(
+    "meter_alarms", metadata,
+    Column("alarm", String(16), primary_key=True),
+    Column("meter", String(32), primary_key=True),
+    Column("since_ms", BigInteger, nullable=False),       # when the meter first reported it (this time)
+    sqlite_with_rowid=False,
+)
 
 ingest_counters = Table(
     "ingest_counters", metadata,
