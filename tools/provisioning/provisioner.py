@@ -1,0 +1,281 @@
+"""Provisioning runs: every check first (ids, settings, the firmware's verdict on each
+config.json, what already exists), then the changes in an order that is safe to
+repeat after a failure:
+
+1. the ACL file (adds only missing lines),
+2. the gateway's store (registering a known meter again is a no-op),
+3. per meter: config.json written to a temporary file, the password set with
+   mosquitto_passwd, then the file renamed into place. A config.json exists only for
+   a meter whose password the broker has: it is the mark of "provisioned".
+4. SIGHUP to Mosquitto, if asked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ProvisionError, acl, files, identity, meterconfig, mosquitto
+from .site import Site, require
+
+
+@dataclass
+class MeterRun:
+    provisioned: list[str] = field(default_factory=list)
+    rotated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+    already_registered: list[str] = field(default_factory=list)
+    db_path: Path | None = None
+    acl_changed: bool = False
+    reloaded: int | None = None
+    configs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class ServiceRun:
+    name: str
+    role: str
+    password: str
+    rotated: bool
+    acl_changed: bool
+    password_out: Path | None = None
+    reloaded: int | None = None
+
+
+def _read(path: Path | None) -> str:
+    try:
+        return Path(path).read_text() if path else ""
+    except FileNotFoundError:
+        return ""
+
+
+def _broker_files(site: Site) -> mosquitto.PasswdFile:
+    require(site, ("passwd_file", "acl_file"))
+    passwd = mosquitto.PasswdFile(site.passwd_file)  # raises if mosquitto_passwd is missing
+    mosquitto.check_writable(site.passwd_file, "password file")
+    mosquitto.check_writable(site.acl_file, "ACL file")
+    return passwd
+
+
+def gateway_store(site: Site) -> Path:
+    """The gateway's SQLite file: `db`, else the db_path of `gateway_config`, resolved
+    the way `aquafog meter add -c` does. It must exist: a typo would otherwise make a
+    new, empty store that no gateway reads."""
+    if site.db is None and site.gateway_config is None:
+        raise ProvisionError(
+            "no gateway to register the meters with",
+            hint="give --gateway-config gateway.toml (or --db the gateway's SQLite file), or gateway_config / "
+                 "db in the site file; nothing was changed")
+    try:
+        from aquafog.config import ConfigError, GatewayConfig
+    except ImportError as exc:
+        raise ProvisionError(f"the gateway's Python package cannot be loaded: {exc}",
+                             hint="run `make deps`, then use `.venv/bin/python tools/provision.py ...`") from None
+    if site.db is not None:
+        db = Path(site.db)
+    else:
+        try:
+            cfg = GatewayConfig.load(site.gateway_config)
+        except ConfigError as exc:
+            raise ProvisionError(f"gateway config {site.gateway_config} is not usable:", exc.errors,
+                                 hint="fix it (`aquafog config check -c FILE` lists the same errors); "
+                                      "nothing was changed") from None
+        if cfg.topic_root != site.topic_root:
+            raise ProvisionError(
+                f"topic_root: the gateway ({site.gateway_config}) uses {cfg.topic_root!r}, the meters would "
+                f"use {site.topic_root!r}", hint="set the same topic_root in the site file; nothing was changed")
+        db = Path(cfg.db_path)
+    db = db.expanduser().resolve()
+    if not db.is_file():
+        raise ProvisionError(f"the gateway's store {db} does not exist",
+                             hint="start the gateway once (or run `aquafog init-db -c gateway.toml`), or check "
+                                  "the path; nothing was changed")
+    return db
+
+
+def register(db: Path, ids: list[str], label: str | None) -> tuple[list[str], list[str]]:
+    """What `aquafog meter add` does; a running gateway sees new meters within 5 s."""
+    from aquafog.store.engine import open_engine
+    from aquafog.store.registry import add_meters
+    engine = open_engine(db, create=False)
+    try:
+        return add_meters(engine, ids, label)
+    finally:
+        engine.dispose()
+
+
+def provision_meters(site: Site, ids: list[str], rotate: bool = False, skip_existing: bool = False,
+                     reload_pid: int | None = None) -> MeterRun:
+    if not ids:
+        raise ProvisionError("no meter ids given", hint="give ids, --count N [--prefix m], or --ids-file FILE")
+    bad = identity.name_problems(ids)
+    if bad:
+        raise ProvisionError(f"{len(bad)} invalid meter id(s):", bad, hint="nothing was changed")
+    passwd = _broker_files(site)
+    db = gateway_store(site)
+    _check_meters_dir(site.meters_dir)
+    if reload_pid:
+        mosquitto.check_reload_target(reload_pid)
+    run = MeterRun(db_path=db)
+    with mosquitto.locked(site.passwd_file):
+        acl_text = _read(site.acl_file)
+        services = acl.users(acl_text)
+        accounts = passwd.users()
+        problems: list[str] = []
+        existing = orphan = False  # refusals that --rotate-password (or --skip-existing) would lift
+        todo: dict[str, dict] = {}  # meter -> its new config
+        for m in ids:
+            path = meterconfig.config_path(site.meters_dir, m)
+            if m in services:
+                problems.append(f"{m}: is a service account (`user {m}` in {site.acl_file}); "
+                                "choose another meter id")
+            elif path.exists():
+                if skip_existing and not rotate:
+                    run.skipped.append(m)
+                elif rotate:
+                    cfg = meterconfig.read(path)
+                    cfg["mqtt_password"] = identity.new_password()
+                    todo[m] = cfg
+                    run.rotated.append(m)
+                else:
+                    problems.append(f"meter {m} is already provisioned: {path}")
+                    existing = True
+            elif m in accounts:
+                if rotate:
+                    todo[m] = meterconfig.build(m, identity.new_password(), site.meter_settings())
+                    run.rotated.append(m)
+                else:
+                    problems.append(f"meter {m} has a broker account in {site.passwd_file} but no {path} "
+                                    "(provisioned from another checkout?)")
+                    orphan = True
+            elif rotate:
+                problems.append(f"meter {m} is not provisioned yet, there is no password to rotate "
+                                "(provision it without --rotate-password)")
+            else:
+                todo[m] = meterconfig.build(m, identity.new_password(), site.meter_settings())
+                run.provisioned.append(m)
+        if problems:
+            hints = []
+            if existing or orphan:
+                hints.append("--rotate-password gives a meter a new password (its config.json and the password "
+                             "file together)")
+            if existing:
+                hints.append("--skip-existing provisions only the new ones")
+            raise ProvisionError(f"{len(problems)} meter(s) cannot be provisioned:", problems,
+                                 hint="; ".join(hints + ["nothing was changed"]))
+        meterconfig.check_all(todo)
+
+        new_acl = acl.ensure(acl_text, site.topic_root)
+        if new_acl != acl_text:
+            files.replace_broker_file(site.acl_file, new_acl)
+            run.acl_changed = True
+        done = [f"meter patterns added to {site.acl_file}"] if run.acl_changed else []
+        again = ("run the same command with --rotate-password again" if rotate
+                 else "run the same command again with --skip-existing")
+        if todo:
+            try:
+                run.registered, run.already_registered = register(db, list(todo), site.label)
+            except Exception as exc:
+                raise ProvisionError(f"registering at the gateway ({db}) failed: {exc}", done=done,
+                                     hint="fix the cause and run the same command again") from exc
+            done.append(f"{len(todo)} meter(s) registered at the gateway")
+        finished: list[str] = []
+        for m, cfg in todo.items():
+            try:
+                staged = meterconfig.stage(site.meters_dir, m, cfg)
+            except OSError as exc:
+                raise ProvisionError(f"cannot write {meterconfig.config_path(site.meters_dir, m)}: {exc.strerror}",
+                                     done=done + _finished(finished),
+                                     hint=f"fix the cause, then {again}") from None
+            try:
+                passwd.set(m, cfg["mqtt_password"])
+            except ProvisionError as exc:
+                staged.discard()
+                raise ProvisionError(exc.message, exc.details, done=done + _finished(finished),
+                                     hint=f"{exc.hint}; then {again}") from None
+            staged.commit()
+            run.configs[m] = staged.path
+            finished.append(m)
+    if reload_pid and (todo or run.acl_changed):
+        mosquitto.reload(reload_pid)
+        run.reloaded = reload_pid
+    return run
+
+
+def _check_meters_dir(meters_dir: Path) -> None:
+    d = Path(meters_dir).resolve()
+    while not d.exists():
+        d = d.parent
+    if not d.is_dir() or not os.access(d, os.W_OK):
+        raise ProvisionError(f"meters_dir {meters_dir}: cannot create files there ({d} is not a writable folder)",
+                             hint="choose another --meters-dir or fix its permissions; nothing was changed")
+
+
+def _finished(ms: list[str]) -> list[str]:
+    return [f"meter(s) {', '.join(ms[:10])}{' ...' if len(ms) > 10 else ''} provisioned"] if ms else []
+
+
+def provision_service(site: Site, name: str, role: str | None = None, rotate: bool = False,
+                      password_out: Path | None = None, reload_pid: int | None = None) -> ServiceRun:
+    bad = identity.name_problems([name], "service account name")
+    if bad:
+        raise ProvisionError(bad[0], hint="nothing was changed")
+    role = role or (name if name in acl.ROLES else None)
+    if role not in acl.ROLES:
+        raise ProvisionError(f"service account {name!r}: which role? {'unknown role ' + repr(role) if role else ''}"
+                             .rstrip(), [f"{r}: {acl.ROLES[r].summary}" for r in acl.ROLES],
+                             hint="give --role with one of the roles above")
+    passwd = _broker_files(site)
+    if reload_pid:
+        mosquitto.check_reload_target(reload_pid)
+    if password_out is not None:
+        password_out = Path(password_out)
+        if password_out.exists():
+            raise ProvisionError(f"--password-out {password_out}: the file exists, it is not overwritten",
+                                 hint="give a new file name; nothing was changed")
+    with mosquitto.locked(site.passwd_file):
+        acl_text = _read(site.acl_file)
+        meter_cfg = meterconfig.config_path(site.meters_dir, name)
+        exists = name in passwd.users()
+        if meter_cfg.exists():
+            raise ProvisionError(f"{name!r} is a meter ({meter_cfg}); a service account needs another name",
+                                 hint="nothing was changed")
+        if exists and not rotate:
+            raise ProvisionError(f"service account {name!r} already exists in {site.passwd_file}",
+                                 hint="--rotate-password gives it a new password (then update the gateway's "
+                                      "mqtt_password); nothing was changed")
+        if rotate and not exists:
+            raise ProvisionError(f"service account {name!r} does not exist, there is no password to rotate",
+                                 hint="drop --rotate-password; nothing was changed")
+        if exists and name not in acl.users(acl_text):
+            raise ProvisionError(f"{name!r} has a broker account but no `user {name}` block in {site.acl_file}: "
+                                 "it is a meter's account (or was made by hand) and is left alone",
+                                 hint="choose another service account name; nothing was changed")
+        password = identity.new_password()
+        new_acl = acl.ensure(acl_text, site.topic_root, {name: role})
+        staged = None
+        if password_out is not None:
+            staged = files.stage_private(password_out, gateway_toml_lines(name, password))
+        try:
+            if new_acl != acl_text:
+                files.replace_broker_file(site.acl_file, new_acl)
+            passwd.set(name, password)
+        except BaseException:
+            if staged:
+                staged.discard()
+            raise
+        if staged:
+            staged.commit()
+    run = ServiceRun(name, role, password, rotated=exists, acl_changed=new_acl != acl_text,
+                     password_out=password_out)
+    if reload_pid:
+        mosquitto.reload(reload_pid)
+        run.reloaded = reload_pid
+    return run
+
+
+def gateway_toml_lines(name: str, password: str) -> str:
+    return (f"# broker account made by tools/provision.py service {name}\n"
+            f'mqtt_username = "{name}"\nmqtt_password = "{password}"\n')
