@@ -179,9 +179,10 @@ class Board:
 
     def rssi(self):
         try:
-            return int(self._wlan.status("rssi")) if self.wifi_connected() else None
+            v = int(self._wlan.status("rssi")) if self.wifi_connected() else None
         except Exception:
             return None
+        return v if v is not None and -127 <= v <= 0 else None
 
     def heap_free(self):
         try:

@@ -152,6 +152,8 @@ class _WLAN:
         return self._joined
 
     def status(self, *args):
+        if args and args[0] == "rssi":
+            return -61  # dBm
         return 1010 if self.isconnected() else 1001
 
 
