@@ -4,27 +4,10 @@ from aquameter import VERSION
 from aquameter import protocol as proto
 from aquameter.app import Meter
 from fakeboard import FakeBoard, ack_payload, make_cfg, run
+from shared_cases import boot, synced  # one way to start a meter, on both interpreters
 
 ACK = "aquafog/m0001/cmnd/ack"
 VALVE = "aquafog/m0001/cmnd/valve"
-
-
-def boot(board=None, **cfg_over):
-    cfg = make_cfg(**cfg_over)
-    board = board or FakeBoard(cfg)
-    board.cfg = cfg
-    meter = Meter(board, cfg)
-    meter.start()
-    return meter, board
-
-
-def synced(**cfg_over):
-    """A started, connected meter whose birth got the gateway's 'nothing yet' ack."""
-    meter, board = boot(**cfg_over)
-    meter.step()  # connects
-    board.deliver(ACK, ack_payload(None, None, 0, 0))
-    meter.step()
-    return meter, board
 
 
 def ack_all(meter, board):
