@@ -23,9 +23,12 @@ What one step does, in order:
      on its own, publish the retained birth; failures back off exponentially with jitter.
 
 After each connect the meter holds its readings until the gateway's ack to the birth
-arrives (or reconcile_timeout_s passes): that ack frees what the gateway already has,
-and, right after boot, carries the register the meter reconciles with before its
-first reading of the new boot goes out.
+arrives; without one it announces the birth again after reconcile_timeout_s (doubling,
+at most every 5 min). That ack proves the gateway is subscribed: a reading sent before
+it could be lost while a later one arrives, and the gateway's cumulative ack of the
+later one would free it. The ack also frees what the gateway already has and, right
+after boot, carries the register the meter reconciles with before its first reading
+of the new boot goes out.
 """
 
 try:
@@ -60,6 +63,7 @@ _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _MOVING_POLL_MS = const(200)  # how often a travelling valve's feedback is read
 _IDLE_MS = const(3600000)
+_ANNOUNCE_MAX_MS = const(300000)  # the slowest birth re-announce while no ack comes
 
 
 def _is_count(x):
@@ -96,7 +100,8 @@ class Meter:
         self.valve_fault = False
         self._sent_this_boot = False
         self._synced = False  # an ack arrived since the last connect
-        self._connected_at = 0
+        self._announced_at = 0
+        self._announce_ms = 0
         self._waiting_since = 0  # last ack progress while readings are unacknowledged
         self._last_out = 0
         self._next_report = 0
@@ -121,6 +126,7 @@ class Meter:
             "connects": 0, "connect_failures": 0, "disconnects": 0, "resends": 0,
             "bad_messages": 0, "inbox_dropped": 0, "commands": 0, "reconciles": 0,
             "restore_errors": 0, "save_errors": 0, "flash_errors": 0, "ntp_failures": 0, "saves": 0,
+            "announces": 0,
         }
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -403,7 +409,7 @@ class Meter:
             b.mqtt_connect(self._t_status, proto.encode_will(self.boot), self._on_message)
             b.mqtt_subscribe(self._t_cmnd, 1)
             self._publish_results()  # before the birth: the gateway must not undo a local change
-            b.mqtt_publish(self._t_status, proto.encode_birth(self.boot, VERSION, self.valve.state), True, 1)
+            self._announce(now)
         except OSError:
             b.mqtt_close(False)
             self.stats["connect_failures"] += 1
@@ -412,7 +418,7 @@ class Meter:
         self.online = True
         self.stats["connects"] += 1
         self._backoff_ms = 0
-        self._connected_at = now
+        self._announce_ms = self._hold_ms
         self._synced = False
         self._last_out = now
         self._waiting_since = now
@@ -494,7 +500,7 @@ class Meter:
             dp, dml = self.register.reconcile(fields["pulses"], fields["ml"])
             if dp or dml:
                 try:
-                    self.outbox.rebase(self.boot, dp, dml)
+                    self.outbox.rebase(self.boot, dp, self.register.ml_at)
                 except OSError:
                     self.stats["flash_errors"] += 1
                 self.stats["reconciles"] += 1
@@ -528,14 +534,23 @@ class Meter:
                 self._save()
             self._last_out = self.board.ticks_ms()
 
-    def _may_send(self, now):
-        return self._synced or self.board.ticks_diff(now, self._connected_at) >= self._hold_ms
+    def _announce(self, now):
+        """The retained birth; the gateway answers every birth with an ack."""
+        self.board.mqtt_publish(self._t_status, proto.encode_birth(self.boot, VERSION, self.valve.state), True, 1)
+        self._announced_at = now
+        self._last_out = now
 
     def _send(self, now):
         """Publish results, then readings in order; returns ms until it can go on."""
         self._publish_results()
-        if not self._may_send(now):
-            return self._hold_ms - self.board.ticks_diff(now, self._connected_at)
+        if not self._synced:  # no ack on this connection yet: the gateway may not be listening
+            left = self._announce_ms - self.board.ticks_diff(now, self._announced_at)
+            if left > 0:
+                return left
+            self._announce(now)  # its ack (QoS 0) was lost, or the gateway was away
+            self.stats["announces"] += 1
+            self._announce_ms = min(self._announce_ms * 2, _ANNOUNCE_MAX_MS)
+            return self._announce_ms
         ob = self.outbox
         up = self.clock.up_ms
         for _ in range(_SEND_BUDGET):

@@ -65,7 +65,7 @@ _INT_RANGES = {
     "valve_travel_s": (1, 300),
     "report_interval_s": (1, 86400),
     "ack_timeout_s": (1, 86400),
-    "reconcile_timeout_s": (0, 3600),
+    "reconcile_timeout_s": (1, 3600),
     "outbox_size": (1, 4096),
     "ring_size": (0, 100000),
     "replay_per_s": (1, 1000),

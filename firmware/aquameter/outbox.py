@@ -166,12 +166,13 @@ class Outbox:
         if n:
             ring.flush()
 
-    def rebase(self, boot, dpulses, dml):
-        """Shift the registers of the unsent readings of `boot` (reconcile before the first send)."""
+    def rebase(self, boot, dpulses, ml_at):
+        """Shift the unsent readings of `boot` by dpulses, their ml by the reconciled
+        register's own function (reconcile before the first send)."""
         def fn(e):
             if e[BOOT] == boot:
                 e[PULSES] += dpulses
-                e[ML] += dml
+                e[ML] = ml_at(e[PULSES])
                 return True
         self._each(fn)
 

@@ -78,8 +78,11 @@ class Register:
             "ppm3": self.ppm3,
         }
 
+    def ml_at(self, pulses):
+        return self.anchor_ml + (pulses - self.anchor_pulses) * _ML_PER_M3 // self.ppm3
+
     def _recompute(self):
-        self.ml = self.anchor_ml + (self.pulses - self.anchor_pulses) * _ML_PER_M3 // self.ppm3
+        self.ml = self.ml_at(self.pulses)
 
     # --- sampling ----------------------------------------------------------------
     def start(self, raw, now_ms):
@@ -125,7 +128,9 @@ class Register:
 
         Compared with the register this boot started from (what the readings of this
         boot build on), so water counted since boot is kept on top of the adopted
-        register. Returns the offsets applied (dpulses, dml), both >= 0.
+        register. When the gateway's register lies on this meter's own curve (the usual
+        case: a stale state.json), only the pulses move and the anchor stays, so no
+        rounding is carried into the millilitres. Returns the offsets (dpulses, dml), both >= 0.
         """
         dp = gw_pulses - self.boot_pulses
         dml = gw_ml - self.boot_ml
@@ -134,11 +139,12 @@ class Register:
         if dml < 0:
             dml = 0
         if dp or dml:
+            if not (dp and self.ml_at(gw_pulses) == gw_ml):
+                self.anchor_pulses += dp
+                self.anchor_ml += dml
             self.pulses += dp
-            self.anchor_pulses += dp
-            self.anchor_ml += dml
             self.boot_pulses += dp
-            self.boot_ml += dml
             self._win_p += dp
             self._recompute()
+            self.boot_ml = self.ml_at(self.boot_pulses)
         return dp, dml

@@ -25,6 +25,7 @@ class AckGateway:
         self.readings: dict[str, list[dict]] = defaultdict(list)  # arrival order
         self.status: dict[str, list[dict]] = defaultdict(list)
         self.results: dict[str, list[dict]] = defaultdict(list)
+        self.health: dict[str, list[dict]] = defaultdict(list)
         self.latest: dict[str, dict] = {}  # newest reading per meter (what an ack names)
         self.acks_sent = 0
         self.bad: list[tuple[str, bytes]] = []
@@ -33,6 +34,7 @@ class AckGateway:
         c.on_connect = self._on_connect
         c.on_subscribe = lambda *a: self._subscribed.set()
         c.on_message = self._on_message
+        c.reconnect_delay_set(min_delay=0.05, max_delay=0.5)  # back soon after a broker restart
         self.client = c
         c.connect(host, port, keepalive=30)
         c.loop_start()
@@ -45,7 +47,7 @@ class AckGateway:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         client.subscribe([("%s/+/tele/reading" % self.root, 1), ("%s/+/status" % self.root, 1),
-                          ("%s/+/stat/valve" % self.root, 1)])
+                          ("%s/+/stat/valve" % self.root, 1), ("%s/+/tele/health" % self.root, 0)])
 
     def _ack(self, meter: str) -> None:
         r = self.latest.get(meter)
@@ -80,6 +82,8 @@ class AckGateway:
                         self._ack(meter)
             elif kind == "stat/valve":
                 self.results[meter].append(data)
+            elif kind == "tele/health":
+                self.health[meter].append(data)
             self.cond.notify_all()
 
     def command(self, meter: str, cmd_id: str, state: str) -> None:

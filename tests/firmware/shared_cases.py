@@ -168,7 +168,7 @@ def case_outbox_rebase_and_stamp_reach_unsent_flash_records():
     ob = Outbox(4, FlashRing(ring_file(8), 8))
     ob.push(entry("aaaaaaaa", 0, 10, 20, ts=0), True)
     ob.push(entry("aaaaaaaa", 1, 11, 22, ts=0), False)
-    ob.rebase("aaaaaaaa", 100, 1000)
+    ob.rebase("aaaaaaaa", 100, lambda p: 2 * p + 800)
     ob.stamp("aaaaaaaa", 1763990100, 50)
     got = ob.entries()
     assert [(e[3], e[4]) for e in got] == [(110, 1020), (111, 1022)]

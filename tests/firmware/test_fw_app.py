@@ -57,17 +57,47 @@ def test_readings_wait_for_the_birth_ack_then_go_out_at_qos1():
     assert [(r, q) for (t, p, r, q) in board.published if t.endswith("/tele/reading")] == [(False, 1)]
 
 
-def test_reconcile_timeout_releases_readings_without_an_ack():
+def test_without_an_ack_readings_stay_held_and_the_birth_is_announced_again():
     meter, board = boot(reconcile_timeout_s=10)
     meter.step()
+
+    def births():
+        return [p for (t, p, r, q) in board.published if t.endswith("/status")]
+
     run(meter, board, 9_000)
-    assert board.readings() == []
+    assert board.readings() == [] and len(births()) == 1
     run(meter, board, 1_500)
-    assert [r["seq"] for r in board.readings()] == [0]
-    # an ack arriving now does not move the register: a reading of this boot is out
+    assert board.readings() == [] and len(births()) == 2  # re-announced: its ack may have been lost
+    run(meter, board, 15_000)
+    assert len(births()) == 2  # the next one after 20 s: the interval doubles
+    run(meter, board, 6_000)
+    assert len(births()) == 3 and meter.stats["announces"] == 2
+    assert board.readings() == []  # a gateway that may not be listening gets no readings
+    # the answer to a birth reconciles the register, then the readings go
     board.deliver(ACK, ack_payload(None, None, 10_000, 50_000))
     meter.step()
-    assert meter.register.pulses == 0 and meter.stats["reconciles"] == 0
+    assert meter.register.pulses == 10_000 and meter.stats["reconciles"] == 1
+    assert [(r["seq"], r["pulses"]) for r in board.readings()] == [(0, 10_000)]
+
+
+def test_readings_sent_before_a_reconnect_go_again_only_after_the_new_birth_ack():
+    meter, board = synced()
+    board.pulses += 450
+    run(meter, board, 60_000)
+    sent = [r["seq"] for r in board.readings()]
+    assert sent  # unacknowledged
+    board.broker_up = False
+    run(meter, board, 500)
+    assert not meter.online
+    board.broker_up = True
+    run(meter, board, 5_000)
+    assert meter.online and meter.stats["connects"] == 2
+    n = len(board.readings())
+    run(meter, board, 5_000)
+    assert len(board.readings()) == n  # reconnected, but the gateway has not answered yet
+    board.deliver(ACK, ack_payload(None, None, 0, 0))
+    meter.step()
+    assert [r["seq"] for r in board.readings()[n:]][:len(sent)] == sent  # all again, in order
 
 
 def test_report_schedule_one_reading_per_interval():

@@ -118,6 +118,28 @@ def test_reconcile_adopts_the_larger_register_and_returns_offsets():
     assert (r.pulses, r.ml) == (4590, 10_200)
 
 
+def test_reconcile_onto_the_meters_own_curve_carries_no_rounding():
+    p = ppm3(450)  # 2.22 ml a pulse: most registers are a fraction of a ml past a whole one
+    r = Register(p, 10_000)
+    r.restore(17, 37, 0, 0, p)  # a stale state.json: the gateway persisted more since
+    r.start(0, 0)
+    assert r.reconcile(352, 352 * 1_000_000 // p) == (335, 745)
+    assert (r.anchor_pulses, r.anchor_ml) == (0, 0)  # the same function of pulses as before
+    r.sample(34, 1000)
+    assert (r.pulses, r.ml) == (386, 386 * 1_000_000 // p)  # not one ml of rounding carried over
+
+
+def test_reconcile_onto_another_curve_shifts_the_anchor():
+    p = ppm3(450)
+    r = Register(p, 10_000)
+    r.restore(17, 37, 0, 0, p)
+    r.start(0, 0)
+    assert r.reconcile(352, 900) == (335, 863)  # not this meter's curve (another k-factor, say)
+    assert (r.pulses, r.ml) == (352, 900)
+    r.sample(9, 1000)
+    assert r.ml == 920  # 900 + 9 pulses of 2.22 ml
+
+
 def test_reconcile_field_by_field():
     r = Register(1000, 10_000)
     r.restore(100, 500_000, 100, 500_000, 1000)
