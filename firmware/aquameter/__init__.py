@@ -4,3 +4,9 @@ Only aquameter.hal touches the hardware; every other module is plain logic.
 """
 
 VERSION = "0.2.0"
+
+try:
+    from micropython import const  # the modules take const from here: one fallback, not one each
+except ImportError:  # CPython
+    def const(x):
+        return x

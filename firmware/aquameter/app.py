@@ -36,11 +36,7 @@ try:
 except ImportError:
     import ujson as json
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from aquameter import const
 
 from aquameter import VERSION
 from aquameter import protocol as proto
@@ -76,13 +72,14 @@ class Meter:
         self.cfg = cfg
         self.id = cfg["meter_id"]
         root = cfg["topic_root"]
-        self._t_reading = proto.reading_topic(root, self.id)
-        self._t_status = proto.status_topic(root, self.id)
-        self._t_result = proto.valve_result_topic(root, self.id)
-        self._t_health = proto.health_topic(root, self.id)
-        self._t_cmnd = proto.command_filter(root, self.id)
-        self._b_valve = proto.valve_command_topic(root, self.id).encode()
-        self._b_ack = proto.ack_topic(root, self.id).encode()
+        t = proto.topic
+        self._t_reading = t(root, self.id, proto.READING)
+        self._t_status = t(root, self.id, proto.STATUS)
+        self._t_result = t(root, self.id, proto.VALVE_RESULT)
+        self._t_health = t(root, self.id, proto.HEALTH)
+        self._t_cmnd = t(root, self.id, proto.COMMANDS)
+        self._b_valve = t(root, self.id, proto.VALVE_COMMAND).encode()
+        self._b_ack = t(root, self.id, proto.ACK).encode()
         self._interval_ms = cfg["report_interval_s"] * 1000
         self._ack_timeout_ms = cfg["ack_timeout_s"] * 1000
         self._hold_ms = cfg["reconcile_timeout_s"] * 1000

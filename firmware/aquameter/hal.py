@@ -34,11 +34,7 @@ import time
 
 from aquameter.pulses import QuietFilter
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from aquameter import const
 
 _EPOCH_2000 = const(946684800)  # seconds from 1970-01-01 to 2000-01-01
 _FILTER_NS = const(10000)  # PCNT glitch filter (electrical noise); the hardware clamps it at ~12.8 us

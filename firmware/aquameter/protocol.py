@@ -20,32 +20,18 @@ ERR_BAD_STATE = "state must be open or closed"
 
 
 # --- topics -------------------------------------------------------------------------
-def reading_topic(root, meter):
-    return "%s/%s/tele/reading" % (root, meter)
+# leaves under <root>/<meter>/
+READING = "tele/reading"
+HEALTH = "tele/health"
+STATUS = "status"
+VALVE_RESULT = "stat/valve"
+VALVE_COMMAND = "cmnd/valve"
+ACK = "cmnd/ack"
+COMMANDS = "cmnd/#"
 
 
-def status_topic(root, meter):
-    return "%s/%s/status" % (root, meter)
-
-
-def valve_result_topic(root, meter):
-    return "%s/%s/stat/valve" % (root, meter)
-
-
-def valve_command_topic(root, meter):
-    return "%s/%s/cmnd/valve" % (root, meter)
-
-
-def ack_topic(root, meter):
-    return "%s/%s/cmnd/ack" % (root, meter)
-
-
-def health_topic(root, meter):
-    return "%s/%s/tele/health" % (root, meter)
-
-
-def command_filter(root, meter):
-    return "%s/%s/cmnd/#" % (root, meter)
+def topic(root, meter, leaf):
+    return "%s/%s/%s" % (root, meter, leaf)
 
 
 # --- encoders -------------------------------------------------------------------------

@@ -15,11 +15,7 @@ at least _MIN_WINDOW_MS apart; it holds its value until flow_timeout ms pass wit
 pulse, then drops to 0.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from aquameter import const
 
 _MIN_WINDOW_MS = const(1000)
 _ML_PER_M3 = 1000000

@@ -17,11 +17,7 @@ B 0, H 0> then <I crc32 of those 44 bytes>.
 import struct
 from binascii import crc32, hexlify, unhexlify
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from aquameter import const
 
 RECORD = const(48)
 _BODY = const(44)

@@ -1,4 +1,4 @@
-# Firmware logic on real MicroPython (run by test_fw_on_micropython.py through mp_runner.mjs).
+# Firmware logic on real MicroPython (run by test_fw_on_micropython.py through tools/mpwasm).
 # MicroPython syntax only: this file runs on the device's interpreter, not on CPython.
 import sys
 import json
@@ -28,20 +28,20 @@ for c in vectors["meter_to_gateway"]:
     k = c["kind"]
     if k == "reading":
         got = proto.encode_reading(f["boot"], f["seq"], f["ts"], f["pulses"], f["ml"], f["flow_mlpm"], f["valve"])
-        topic = proto.reading_topic("aquafog", c["meter"])
+        topic = proto.topic("aquafog", c["meter"], proto.READING)
     elif k == "birth":
         got = proto.encode_birth(f["boot"], f["fw"], f["valve"])
-        topic = proto.status_topic("aquafog", c["meter"])
+        topic = proto.topic("aquafog", c["meter"], proto.STATUS)
     elif k == "health":
         got = proto.encode_health(f["boot"], f["fw"], f["uptime_s"], f["reset"], f["rssi"], f["heap_free"],
                                   f["dropped"], f["buffer"], f["clock"], f["alarms"])
-        topic = proto.health_topic("aquafog", c["meter"])
+        topic = proto.topic("aquafog", c["meter"], proto.HEALTH)
     elif k == "will":
         got = proto.encode_will(f["boot"])
-        topic = proto.status_topic("aquafog", c["meter"])
+        topic = proto.topic("aquafog", c["meter"], proto.STATUS)
     else:
         got = proto.encode_valve_result(f["id"], f["state"], f["ok"], f["error"], f.get("cause"))
-        topic = proto.valve_result_topic("aquafog", c["meter"])
+        topic = proto.topic("aquafog", c["meter"], proto.VALVE_RESULT)
     check("encode " + c["name"], got == c["payload"] and topic == c["topic"])
 
 for c in vectors["gateway_to_meter"]:

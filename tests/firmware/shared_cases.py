@@ -208,7 +208,7 @@ def case_mqtt_vectors_encode_health_and_local_results():
         if c["kind"] == "health":
             got = proto.encode_health(f["boot"], f["fw"], f["uptime_s"], f["reset"], f["rssi"], f["heap_free"],
                                       f["dropped"], f["buffer"], f["clock"], f["alarms"])
-            assert proto.health_topic("aquafog", c["meter"]) == c["topic"]
+            assert proto.topic("aquafog", c["meter"], proto.HEALTH) == c["topic"]
         elif c["kind"] == "valve_result":
             got = proto.encode_valve_result(f["id"], f["state"], f["ok"], f["error"], f.get("cause"))
         else:

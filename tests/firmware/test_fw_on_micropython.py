@@ -2,44 +2,27 @@
 
 CPython is forgiving where MicroPython is not (big-int corners, str/bytes methods, json);
 this runs the vectors, the register, outbox, valve, config and the app on a fake board
-inside MicroPython itself. The npm package is installed on first use into build/.
+inside MicroPython itself (tools/mpwasm).
 """
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+import mpwasm
 import shared_cases
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-PACKAGE = "@micropython/micropython-webassembly-pyscript"
-VERSION = "1.27.0"
-MODULE_DIR = Path(os.environ.get("AQUAFOG_MPWASM_DIR", REPO / "build" / "mpwasm"))
 
 
 @pytest.fixture(scope="session")
 def micropython_wasm():
-    node = shutil.which("node")
-    npm = shutil.which("npm")
-    if not node or not npm:
-        pytest.skip("Node.js and npm are needed to run real MicroPython: apt-get install nodejs npm")
-    installed = MODULE_DIR / "node_modules" / "@micropython" / "micropython-webassembly-pyscript" / "micropython.mjs"
-    if not installed.exists():
-        MODULE_DIR.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([npm, "install", "--prefix", str(MODULE_DIR), "--no-audit", "--no-fund",
-                               "--no-save", "%s@%s" % (PACKAGE, VERSION)],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0 and installed.exists(), "npm install %s failed:\n%s" % (PACKAGE, proc.stderr)
-    return node
+    return mpwasm.ensure()  # `make test` installs Node and npm: missing them is a failure, not a skip
 
 
 def run_on_micropython(node, script, *data):
-    return subprocess.run([node, str(HERE / "mp_runner.mjs"), str(MODULE_DIR), str(REPO / "firmware"), str(script),
-                           *map(str, data)], capture_output=True, text=True, timeout=120)
+    return mpwasm.run(node, REPO / "firmware", script, *data)
 
 
 def test_firmware_logic_passes_on_real_micropython(micropython_wasm):

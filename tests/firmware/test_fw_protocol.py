@@ -12,14 +12,14 @@ ENCODERS = {
     "health": lambda f: proto.encode_health(f["boot"], f["fw"], f["uptime_s"], f["reset"], f["rssi"], f["heap_free"],
                                             f["dropped"], f["buffer"], f["clock"], f["alarms"]),
 }
-TOPICS = {
-    "reading": proto.reading_topic,
-    "birth": proto.status_topic,
-    "will": proto.status_topic,
-    "valve_result": proto.valve_result_topic,
-    "health": proto.health_topic,
-    "valve_command": proto.valve_command_topic,
-    "ack": proto.ack_topic,
+LEAVES = {
+    "reading": proto.READING,
+    "birth": proto.STATUS,
+    "will": proto.STATUS,
+    "valve_result": proto.VALVE_RESULT,
+    "health": proto.HEALTH,
+    "valve_command": proto.VALVE_COMMAND,
+    "ack": proto.ACK,
 }
 
 
@@ -30,12 +30,12 @@ def test_meter_to_gateway_vectors_encode_byte_for_byte(vectors):
         payload = ENCODERS[case["kind"]](case["fields"])
         assert payload == case["payload"], case["name"]
         assert payload.encode() == case["payload"].encode("utf-8"), case["name"]
-        assert TOPICS[case["kind"]]("aquafog", case["meter"]) == case["topic"], case["name"]
+        assert proto.topic("aquafog", case["meter"], LEAVES[case["kind"]]) == case["topic"], case["name"]
 
 
 def test_gateway_to_meter_vectors_decode_to_fields(vectors):
     for case in vectors["gateway_to_meter"]:
-        assert TOPICS[case["kind"]]("aquafog", case["meter"]) == case["topic"], case["name"]
+        assert proto.topic("aquafog", case["meter"], LEAVES[case["kind"]]) == case["topic"], case["name"]
         for payload in (case["payload"], case["payload"].encode()):
             if case["kind"] == "valve_command":
                 cmd_id, state, err = proto.decode_valve_command(payload)

@@ -11,6 +11,9 @@ ingest   Readings persisted per second by the gateway (QoS 1, PUBACK after commi
          bottleneck and not the publisher.
 ranking  GET /api/v1/ranking latency over HTTP (keep-alive) with 100k meters in the
          store, against GET /api/v1/health on the same server (the HTTP floor).
+heap     The meter firmware's heap in use on real MicroPython (WebAssembly port) after
+         main.py's start-up and one reporting cycle, compiled to .mpy as `make flash`
+         installs it, against the same from .py sources (tools/bench/heap.py).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ sys.path.insert(0, str(ROOT / "backend"))
 
 from aquafog.broker import LocalBroker  # noqa: E402
 from aquafog.gateway.local import LocalGateway  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tools" / "bench"))
+import heap  # noqa: E402
 
 PY = sys.executable
 TOPIC = "aquafog/+/tele/reading"
@@ -233,7 +239,7 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("ingest", "ranking"))
+    ap.add_argument("--only", choices=("ingest", "ranking", "heap"))
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--meters", default="1000,10000",
                     help="meters in the ingest backlog; a comma-separated list runs one benchmark each")
@@ -254,6 +260,8 @@ def main() -> int:
                 results["ingest"].append(bench_ingest(work / f"ingest{i}", args.readings, meters))
         if args.only in (None, "ranking"):
             results["ranking"] = bench_ranking(work, args.ranking_meters, args.requests)
+        if args.only in (None, "heap"):
+            results["heap"] = heap.measure()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -269,6 +277,8 @@ def main() -> int:
         for path, c in r["cases"].items():
             print(f"| ranking, {r['meters']} meters, {path.split('?')[1]} | p99 {c['p99_ms']} ms | "
                   f"health p99 {r['health_p99_ms']} ms | {c['p99_ratio_vs_health']} | p99 <= 10 ms |")
+    if "heap" in results:
+        print(heap.row(results["heap"]))
     print(f"\nwritten to {out}")
     return 0
 

@@ -1,0 +1,175 @@
+# Runs ON MicroPython (tools/bench/heap.py puts it there): the firmware's heap in use
+# after main.py's start-up and one reporting cycle, measured with gc.mem_alloc().
+#
+# The baseline is taken after what is built into the ESP32 firmware image (json, struct,
+# binascii, os, time, gc; machine, network, umqtt.simple and ntptime as stand-ins made
+# here), so the figure is what the firmware's own modules and objects hold.
+# Each "#@toplevel" ends a run: garbage is collected only between two.
+import gc
+import sys
+
+import os  # noqa: E402
+
+for name in ("json", "struct", "binascii", "time", "micropython", "errno"):
+    __import__(name)
+if not hasattr(os, "urandom"):  # the WebAssembly port's os lacks it; the ESP32's has it
+    os.urandom = lambda n: b"\x5e\xed\xc0\xde"[:n]
+
+
+class _Mod:
+    pass
+
+
+class _Pin:
+    IN = 1
+    OUT = 3
+    PULL_UP = 2
+    IRQ_FALLING = 2
+    IRQ_RISING = 1
+
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self.v = 1 if value is None else value
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+
+    def irq(self, handler=None, trigger=3, hard=False):
+        pass
+
+
+class _Counter:
+    RISING = 1
+    FALLING = 2
+
+    def __init__(self, id, src=None, edge=2, filter_ns=0):
+        self.n = 0
+
+    def value(self, v=None):
+        return self.n
+
+
+class _WDT:
+    def __init__(self, id=0, timeout=5000):
+        pass
+
+    def feed(self):
+        pass
+
+
+class _WLAN:
+    def __init__(self, i=0):
+        pass
+
+    def active(self, on=None):
+        return True
+
+    def connect(self, ssid=None, key=None):
+        pass
+
+    def isconnected(self):
+        return True
+
+    def status(self, *a):
+        return -50
+
+
+class _MQTT:
+    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
+        self.cb = None
+        self.inbox = []
+        self.sent = 0
+
+    def set_callback(self, f):
+        self.cb = f
+
+    def set_last_will(self, topic, msg, retain=False, qos=0):
+        pass
+
+    def connect(self, clean_session=True):
+        return False
+
+    def subscribe(self, topic, qos=0):
+        pass
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        self.sent += 1
+
+    def check_msg(self):
+        if self.inbox:
+            t, m = self.inbox.pop(0)
+            self.cb(t, m)
+
+    def ping(self):
+        pass
+
+    def disconnect(self):
+        pass
+
+
+machine = _Mod()
+machine.Pin = _Pin
+machine.Counter = _Counter
+machine.WDT = _WDT
+machine.PWRON_RESET = 1
+machine.reset_cause = lambda: 1
+machine.unique_id = lambda: b"\x24\x0a\xc4\x01\x02\x03"
+network = _Mod()
+network.STA_IF = 0
+network.WLAN = _WLAN
+umqtt = _Mod()
+umqtt_simple = _Mod()
+umqtt_simple.MQTTClient = _MQTT
+umqtt.simple = umqtt_simple
+ntptime = _Mod()
+ntptime.host = ""
+
+
+def _settime():
+    pass
+
+
+ntptime.settime = _settime
+sys.modules["machine"] = machine
+sys.modules["network"] = network
+sys.modules["umqtt"] = umqtt
+sys.modules["umqtt.simple"] = umqtt_simple
+sys.modules["ntptime"] = ntptime
+
+CONFIG = ('{"meter_id":"m0001","wifi_ssid":"home","wifi_password":"secret","broker_host":"192.168.1.10",'
+          '"mqtt_password":"pw"}')
+with open("config.json", "w") as f:
+    f.write(CONFIG)
+ACK0 = b'{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000}'
+ACK1 = '{"v":1,"boot":"%s","seq":1,"pulses":0,"litres":0.000}'
+
+
+def one_cycle(meter, board, cfg):
+    """Stands in for app.run (which loops forever): connect, then one reporting cycle."""
+    meter.step()  # Wi-Fi is up: connect, subscribe, birth
+    client = board._client
+    client.inbox.append((b"aquafog/m0001/cmnd/ack", ACK0))
+    meter.step()  # the birth's ack: reading 0 goes out
+    meter.request_reading()
+    meter.step()  # one reporting cycle: a reading taken and published
+    client.inbox.append((b"aquafog/m0001/cmnd/ack", (ACK1 % meter.boot).encode()))
+    meter.step()  # acknowledged and freed
+    assert client.sent >= 3 and len(meter.outbox) == 0, (client.sent, len(meter.outbox))
+
+
+with open("/fw/main.py") as f:
+    MAIN = f.read()
+#@toplevel
+gc.collect()  # this port frees garbage only between two top-level runs (see tools/mpwasm/runner.mjs)
+base = gc.mem_alloc()
+#@toplevel
+import aquameter.app  # noqa: E402  (main.py imports it first thing too)
+
+aquameter.app.run = one_cycle
+exec(MAIN)  # main.py as on the board: config, Board, Meter, start(), run()
+#@toplevel
+gc.collect()
+print("HEAP base=%d cycle=%d free=%d modules=%s" % (
+    base, gc.mem_alloc() - base, gc.mem_free(),
+    ",".join(sorted(m[10:] for m in sys.modules if m.startswith("aquameter.")))))
