@@ -3,7 +3,9 @@
     sim_epoch = start_epoch + (real seconds since start()) * speed, capped at real now
 
 MicroTime is the `time` module the firmware sees (ticks_ms & co. as in MicroPython:
-ticks wrap at 2**30 ms, and start two minutes before the wrap so every run crosses it).
+ticks wrap at 2**30 ms, and start two minutes before the wrap so every run crosses it;
+ticks_us wraps at 2**30 us, about every 18 minutes, as on the ESP32). Rtc is a meter's
+real-time clock: what `time.time()` reads, set by NTP, lost at power-on.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 TICKS_PERIOD = 1 << 30
 TICKS_MASK = TICKS_PERIOD - 1
 TICKS_HALF = TICKS_PERIOD // 2
+EPOCH_2000 = 946684800  # 2000-01-01 00:00:00 UTC: where an ESP32's RTC starts at power-on
 
 
 class SimClock:
@@ -77,15 +80,57 @@ class SimClock:
     def ticks_ms(self) -> int:
         return (int((self.now() - self.start_epoch) * 1000) + self.ticks_base) & TICKS_MASK
 
+    def elapsed_us(self, sim_epoch: float | None = None) -> int:
+        """Integer simulated microseconds from start_epoch to `sim_epoch` (default: now)."""
+        t = self.now() if sim_epoch is None else sim_epoch
+        return int((t - self.start_epoch) * 1_000_000)
 
-class MicroTime:
-    """MicroPython's `time` module on the simulated clock."""
+    def ticks_us(self, elapsed_us: int | None = None) -> int:
+        """ticks_us now, or at `elapsed_us` (the same counter as ticks_ms, in microseconds)."""
+        e = self.elapsed_us() if elapsed_us is None else elapsed_us
+        return (e + self.ticks_base * 1000) & TICKS_MASK
+
+
+class Rtc:
+    """One meter's real-time clock: simulated time plus an offset.
+
+    As on the ESP32 (ESP-IDF keeps the system time in the RTC timer across every reset
+    except a power-on reset): power_on() starts it at 2000-01-01 00:00:00, a reset keeps
+    it, set() (NTP) puts it right.
+    """
 
     def __init__(self, clock: SimClock):
         self._clock = clock
+        self._offset = 0.0
+
+    def power_on(self) -> None:
+        self.set(EPOCH_2000)
+
+    def set(self, epoch: float) -> None:
+        self._offset = epoch - self._clock.now()
+
+    def now(self) -> float:
+        return self._clock.now() + self._offset
+
+
+class MicroTime:
+    """MicroPython's `time` module on the simulated clock; time() reads `rtc` when given
+    (else the simulated time itself)."""
+
+    def __init__(self, clock: SimClock, rtc: Rtc | None = None):
+        self._clock = clock
+        self._rtc = rtc
+        self.irq_us: int | None = None  # elapsed_us of the edge whose interrupt handler is running
 
     def ticks_ms(self) -> int:
         return self._clock.ticks_ms()
+
+    def ticks_us(self) -> int:
+        """In an interrupt handler: the time of its edge (the emulator delivers edges late,
+        before the next step; the handler must see when each happened)."""
+        if self.irq_us is not None:
+            return self._clock.ticks_us(self.irq_us)
+        return self._clock.ticks_us()
 
     @staticmethod
     def ticks_diff(a: int, b: int) -> int:
@@ -96,7 +141,7 @@ class MicroTime:
         return (t + delta) & TICKS_MASK
 
     def time(self) -> int:
-        return int(self._clock.now())
+        return int(self._rtc.now() if self._rtc is not None else self._clock.now())
 
     @staticmethod
     def gmtime(secs: float | None = None):

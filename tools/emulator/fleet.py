@@ -11,6 +11,15 @@ by the meter's own valve (a closed valve delivers nothing) and by power (pulses 
 the meter is off are never counted). The ground truth is what the sensor emitted while
 powered: exact integers, with ml = pulses * 1_000_000 // pulses_per_m3, the firmware's
 own integer rule.
+
+Two ways the sensor reaches the firmware, whichever the firmware's HAL sets up: the
+hardware counter (machine.Counter reads the line's count), or, when the firmware hooks
+an interrupt on the pulse pin (a reed contact, pulse_min_gap_ms > 0), edges: each pulse
+is a contact closure that bounces, stays closed, and bounces again as it opens
+(ReedContact, seeded), delivered to the handler before every step.
+
+Each meter also has an RTC (lost at power-on, kept across resets) that its `ntptime`
+stand-in sets from the simulated clock, and reports the reset cause of its boot.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import deque
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable
@@ -33,8 +44,8 @@ from aquameter import config as fw_config
 from aquameter.app import Meter
 from aquameter.hal import Board
 
-from .clock import MicroTime, SimClock
-from .standins import Machine, MachineReset, MQTTClient, MQTTHooks, Network
+from .clock import MicroTime, Rtc, SimClock
+from .standins import Machine, MachineReset, MQTTClient, MQTTHooks, Network, Ntp
 from .usage import MeterUsage, Profile, assign_profiles
 
 log = logging.getLogger("aquafog.emulator")
@@ -115,6 +126,71 @@ class WaterLine:
         with self.lock:
             self.stop_t = max(t, self.last_t)
 
+    def pulse_times(self, first: int, last: int, lo: float) -> list[float]:
+        """When the current boot's counter reached first+1 .. last (values it already
+        returned): where the usage curve crossed those pulses, none before `lo`.
+
+        Counter value c is demand pulse c + boot_base + blocked: the valve changes only in
+        a firmware step, after the edges before it were delivered, so `blocked` is the
+        same for every pulse delivered since (closing freezes it, opening adds to it
+        before any new pulse comes)."""
+        out = []
+        with self.lock:  # the usage model fills its caches lazily: one reader at a time
+            offset = self.boot_base + self._blocked
+            hi = max(self.last_t, lo)  # the counter was read at last_t: every counted pulse is before it
+            for c in range(first + 1, last + 1):
+                target = c + offset
+                a, b = lo, hi
+                if self.usage.pulses(a, self.ppm3) < target:
+                    while True:  # smallest b with pulses(b) >= target, to float resolution
+                        m = (a + b) / 2
+                        if not a < m < b:
+                            break
+                        if self.usage.pulses(m, self.ppm3) >= target:
+                            b = m
+                        else:
+                            a = m
+                else:
+                    b = a
+                out.append(b)
+                lo = b
+        return out
+
+
+@dataclass(frozen=True)
+class ReedContact:
+    """A reed switch that closes once per pulse (idle high on the pull-up, closed = 0).
+
+    Per pulse: the closing edge, then `bounces` (a seeded count in that range) open/close
+    pairs within `bounce_ms`; the contact stays closed for `closed_ms`; it opens with as
+    many pairs of chatter again. Chatter shorter than pulse_min_gap_ms and a pulse period
+    longer than closed_ms + 2 * bounce_ms + the gap are what the firmware's filter needs
+    (a reed household meter: 1 pulse per litre, a pulse every few seconds at most).
+    """
+
+    bounces: tuple[int, int] = (2, 6)
+    bounce_ms: float = 4.0
+    closed_ms: float = 50.0
+
+    def __post_init__(self):
+        lo, hi = self.bounces
+        if not 0 <= lo <= hi or 2 * hi > self.bounce_ms * 1000:
+            raise ValueError("bounces: need 0 <= lo <= hi and 2 * hi distinct microseconds within bounce_ms")
+        if not 0 < self.bounce_ms < self.closed_ms:
+            raise ValueError("bounce_ms: must be > 0 and < closed_ms (the chatter ends before the contact opens)")
+
+    def edges(self, t0_us: int, rng: random.Random) -> list[tuple[int, int]]:
+        """(elapsed_us, level) of one pulse whose contact closes at t0_us."""
+        span = int(self.bounce_ms * 1000)
+        out = [(t0_us, 0)]
+        for i, dt in enumerate(sorted(rng.sample(range(1, span + 1), 2 * rng.randint(*self.bounces)))):
+            out.append((t0_us + dt, 1 - i % 2))  # 1, 0, 1, 0 ... ends closed
+        t1 = t0_us + int(self.closed_ms * 1000)
+        out.append((t1, 1))
+        for i, dt in enumerate(sorted(rng.sample(range(1, span + 1), 2 * rng.randint(*self.bounces)))):
+            out.append((t1 + dt, i % 2))  # 0, 1, 0, 1 ... ends open
+        return out
+
 
 class EmulatedMeter:
     def __init__(self, fleet: "Fleet", meter_id: str, cfg: dict, usage: MeterUsage, fs_dir: Path):
@@ -125,18 +201,33 @@ class EmulatedMeter:
         self.profile: Profile = usage.profile
         self.fs_dir = fs_dir
         self.line = WaterLine(usage, cfg["pulses_per_m3"])
-        self.sent: list[dict] = []  # every reading published (resends included)
+        # every reading published (resends included); "taken": the simulated time of the step
+        # that took it, the time its "ts" should say
+        self.sent: list[dict] = []
+        self._taken: dict[tuple[str, int], float] = {}
+        self._step: tuple[str, int, float] | None = None  # (boot, seq, simulated time) at the running step's start
         self.boots: list[str] = []
         self.errors: list[str] = []
         self.powered = False
         self.link_up = True
+        self.ntp_fails = False  # True: this meter's NTP requests time out
+        self.rtc = Rtc(fleet.clock)
+        self.edges_delivered = 0  # contact edges the pulse pin's interrupt handler ran for (all boots)
         self.app: Meter | None = None
         self.board: Board | None = None
         self.client: MQTTClient | None = None
         self.step_lock = threading.RLock()
         self._rng = random.Random("dup:%d:%s" % (fleet.seed, meter_id))
+        self._reed_rng = random.Random("reed:%d:%s" % (fleet.seed, meter_id))
         self._last_counter = 0
         self._relay_energised = False
+        self._time: MicroTime | None = None
+        # edge delivery (the interrupt path), per boot
+        self._irq_pin = None
+        self._edges: deque = deque()  # (elapsed_us, level, closes): pending, in time order
+        self._pulses_made = 0  # counter values turned into edges
+        self._last_pulse_t = 0.0
+        self._edges_end = 0  # elapsed_us of the last edge made
         # scheduler bookkeeping (guarded by the scheduler's lock)
         self.due: float | None = None
         self.running = False
@@ -170,6 +261,41 @@ class EmulatedMeter:
         self._last_counter = v
         return v
 
+    def _irq_set(self, pin) -> None:
+        if pin.id == self.cfg["pulse_pin"]:
+            self._irq_pin = pin if pin.irq_handler is not None else None
+
+    def _deliver_edges(self) -> None:
+        """Run the pulse pin's interrupt handler for every contact edge up to now, in time
+        order, with ticks_us reading each edge's own time. Only on the interrupt path (the
+        firmware hooked the pin); the counter path reads the line directly."""
+        pin = self._irq_pin
+        if pin is None:
+            return
+        clock = self.fleet.clock
+        now = clock.now()
+        c = self.line.counter(now)
+        if c > self._pulses_made:
+            for t in self.line.pulse_times(self._pulses_made, c, self._last_pulse_t):
+                t0 = max(clock.elapsed_us(t), self._edges_end + 1)  # it cannot close before it opened
+                edges = self.fleet.reed.edges(t0, self._reed_rng)
+                self._edges.extend((e, level, i == 0) for i, (e, level) in enumerate(edges))
+                self._edges_end = edges[-1][0]
+                self._last_pulse_t = t
+            self._pulses_made = c
+        now_us = clock.elapsed_us(now)
+        while self._edges and self._edges[0][0] <= now_us:
+            t_us, level, closes = self._edges.popleft()
+            if closes:
+                self._last_counter += 1  # pulses of this boot the firmware has seen
+            if pin.drive(level):
+                self._time.irq_us = t_us
+                try:
+                    pin.irq_handler(pin)
+                finally:
+                    self._time.irq_us = None
+                self.edges_delivered += 1
+
     def _pin_changed(self, pin) -> None:
         if pin.id != self.cfg["relay_pin"]:
             return
@@ -195,24 +321,44 @@ class EmulatedMeter:
             return
         r = json.loads(payload, parse_float=Decimal)
         self.sent.append({"boot": r["boot"], "seq": r["seq"], "ts": r["ts"], "pulses": r["pulses"],
-                          "ml": int(r["litres"] * 1000), "flow_mlpm": int(r["flow"] * 1000), "valve": r["valve"]})
+                          "ml": int(r["litres"] * 1000), "flow_mlpm": int(r["flow"] * 1000), "valve": r["valve"],
+                          "taken": self._taken_at(r["boot"], r["seq"])})
 
     # --- lifecycle (each under the step lock, so never in the middle of a step) ---------------------
     def power_on(self) -> None:
+        self._boot(Machine.PWRON_RESET)
+
+    def _boot(self, cause: int) -> None:
+        """Start a boot. `cause`: PWRON_RESET after power was off (the RTC starts over at
+        2000-01-01); HARD_RESET after machine.reset() or main.py's reset after a crash (the
+        ESP32 port's ESP_RST_SW; the RTC keeps its time)."""
         with self.step_lock:
             if self.powered:
                 return
-            self.line.power_on(self.fleet.clock.now())
+            now = self.fleet.clock.now()
+            self.line.power_on(now)
+            if cause == Machine.PWRON_RESET:
+                self.rtc.power_on()
             self._last_counter = 0
             self._relay_energised = False
-            machine = Machine(self._read_counter, self._pin_changed, self.id.encode()[:6].ljust(6, b"\0"))
+            self._irq_pin = None
+            self._edges.clear()
+            self._pulses_made = 0
+            self._last_pulse_t = now
+            self._edges_end = self.fleet.clock.elapsed_us(now)
+            self._time = MicroTime(self.fleet.clock, self.rtc)
+            machine = Machine(self._read_counter, self._pin_changed, self.id.encode()[:6].ljust(6, b"\0"),
+                              reset_cause=cause, irq_set=self._irq_set)
+            ntp = Ntp(lambda: self.rtc.set(self.fleet.clock.now()), lambda: self.link_up and not self.ntp_fails,
+                      self._time.sleep_ms)
             self.board = Board(self.cfg, machine=machine, network=Network(lambda: self.link_up),
-                               mqtt_client=self._mqtt_factory, clock=MicroTime(self.fleet.clock),
-                               fs_root=str(self.fs_dir), poll_ms=EMULATOR_POLL_MS)
+                               mqtt_client=self._mqtt_factory, clock=self._time,
+                               fs_root=str(self.fs_dir), poll_ms=EMULATOR_POLL_MS, ntp=ntp)
             self.app = Meter(self.board, self.cfg)
             self.powered = True
             self.app.start()
             self.boots.append(self.app.boot)
+            self._note_taken(0, now)
         self.fleet.scheduler.wake(self)
 
     def power_off(self) -> None:
@@ -229,10 +375,12 @@ class EmulatedMeter:
             self.line.set_closed(False, self.fleet.clock.now())
 
     def reboot(self) -> None:
-        """Graceful: the firmware's shutdown() (persist, offline status, disconnect), then a new boot."""
+        """Graceful: the firmware's shutdown() (persist, offline status, disconnect), then
+        machine.reset() (as main.py after a crash): a new boot."""
         with self.step_lock:
             if not self.powered:
                 return
+            self._deliver_edges()
             self.app.shutdown()
             self.powered = False
             if self.client is not None:
@@ -242,7 +390,7 @@ class EmulatedMeter:
             self.line.power_off(self.fleet.clock.now(), delivered=self.line.boot_base + self._last_counter)
             self._relay_energised = False
             self.line.set_closed(False, self.fleet.clock.now())
-            self.power_on()
+            self._boot(Machine.HARD_RESET)
 
     def net_down(self) -> None:
         """The meter's network disappears: Wi-Fi drops, the broker sees the link die."""
@@ -261,6 +409,7 @@ class EmulatedMeter:
         with self.step_lock:
             if self.powered:
                 try:
+                    self._deliver_edges()
                     self.app.shutdown()
                 finally:
                     self.powered = False
@@ -274,7 +423,11 @@ class EmulatedMeter:
             if not self.powered:
                 return None
             try:
-                return self.app.step()
+                self._deliver_edges()
+                self._step = (self.app.boot, self.app.seq, self.fleet.clock.now())
+                wait = self.app.step()
+                self._note_taken(self._step[1], self._step[2])
+                return wait
             except MachineReset:
                 self._hard_reset()
                 return 0
@@ -288,9 +441,21 @@ class EmulatedMeter:
                     self.errors.append(traceback.format_exc())
                 return 0
 
+    def _note_taken(self, seq: int, t: float) -> None:
+        """Readings seq .. app.seq - 1 were taken at simulated time t."""
+        for s in range(seq, self.app.seq):
+            self._taken[(self.app.boot, s)] = t
+
+    def _taken_at(self, boot: str, seq: int) -> float | None:
+        t = self._taken.get((boot, seq))
+        step = self._step
+        if t is None and step is not None and boot == step[0] and seq >= step[1]:
+            t = step[2]  # taken by the step that is publishing it
+        return t
+
     def _hard_reset(self) -> None:
         self.power_off()
-        self.power_on()
+        self._boot(Machine.HARD_RESET)
 
 
 class Scheduler:
@@ -400,15 +565,18 @@ class Fleet:
                  start_epoch: float | None = None, report_interval_s: int = 60, duplicate_prob: float = 0.0,
                  k_factor: float = 450, topic_root: str = "aquafog", fs_root: str | Path | None = None,
                  mqtt_password: str | Callable[[str], str] = "", workers: int = 4,
-                 config_overrides: dict | None = None, horizon_s: float = 600.0):
+                 config_overrides: dict | None = None, horizon_s: float = 600.0,
+                 reed: ReedContact | None = None):
         """`start_epoch` defaults to a time that the simulated clock reaches real now only
         after `horizon_s` real seconds; from then on it runs at real time (never ahead of
-        real now: the gateway rejects readings from the future)."""
+        real now: the gateway rejects readings from the future). `reed`: how the contacts
+        of meters that count by interrupt (pulse_min_gap_ms > 0) bounce."""
         if start_epoch is None:
             start_epoch = int(time.time() - (speed - 1.0) * horizon_s - 5)
         self.host, self.port = host, port
         self.seed = seed
         self.duplicate_prob = duplicate_prob
+        self.reed = reed or ReedContact()
         self.clock = SimClock(start_epoch, speed)
         self.errors: list[tuple[str, str]] = []
         self._own_fs = fs_root is None

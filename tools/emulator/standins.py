@@ -1,4 +1,4 @@
-"""Stand-ins for what the firmware's HAL imports: machine, network, umqtt.simple.
+"""Stand-ins for what the firmware's HAL imports: machine, network, umqtt.simple, ntptime.
 
 One set of objects per emulated meter, injected into aquameter.hal.Board. The module
 level names (registered in sys.modules by emulator/__init__.py) exist only so that
@@ -46,7 +46,9 @@ class _PinBase:
         self.id = id
         self.mode = mode
         self.pull = pull
-        self._level = 0
+        self._level = 1 if pull == self.PULL_UP else 0  # an open contact reads its pull-up
+        self.irq_handler = None
+        self.irq_trigger = 0
         self._machine.pins[id] = self
         if value is not None:
             self.value(value)
@@ -63,8 +65,20 @@ class _PinBase:
     def off(self):
         self.value(0)
 
-    def irq(self, handler=None, trigger=IRQ_FALLING):
-        raise NotImplementedError("the emulator counts pulses with machine.Counter")
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, hard=False):
+        """Register the handler; the emulator then drives this input's edges (see drive())."""
+        self.irq_handler = handler
+        self.irq_trigger = trigger if handler is not None else 0
+        self._machine.irq_set(self)
+
+    def drive(self, level: int) -> bool:
+        """The outside world sets this input's level; True when the handler should run
+        (a change in a direction the trigger asks for). The caller runs it."""
+        level = 1 if level else 0
+        if level == self._level:
+            return False
+        self._level = level
+        return bool(self.irq_trigger & (self.IRQ_RISING if level else self.IRQ_FALLING))
 
 
 class _CounterBase:
@@ -89,12 +103,27 @@ class _CounterBase:
 
 
 class Machine:
-    """The `machine` module of one meter."""
+    """The `machine` module of one meter.
 
-    def __init__(self, read_counter: Callable[[], int], pin_changed: Callable[["_PinBase"], None], uid: bytes):
+    reset_cause() is what MicroPython's ESP32 port reports (ports/esp32/modmachine.c):
+    PWRON_RESET after power-on (and brownout), HARD_RESET after machine.reset() or a
+    panic (ESP_RST_SW / ESP_RST_PANIC), WDT_RESET after a watchdog, SOFT_RESET only after
+    a soft reboot of the interpreter (Ctrl-D at the REPL), which the emulator never does.
+    """
+
+    PWRON_RESET = 1
+    HARD_RESET = 2
+    WDT_RESET = 3
+    DEEPSLEEP_RESET = 4
+    SOFT_RESET = 5
+
+    def __init__(self, read_counter: Callable[[], int], pin_changed: Callable[["_PinBase"], None], uid: bytes,
+                 reset_cause: int = PWRON_RESET, irq_set: Callable[["_PinBase"], None] | None = None):
         self.read_counter = read_counter
         self.pin_changed = pin_changed
+        self.irq_set = irq_set or (lambda pin: None)
         self._uid = uid
+        self._reset_cause = reset_cause
         self.pins: dict[int, _PinBase] = {}
         self.counters: dict[int, _CounterBase] = {}
         self.Pin = type("Pin", (_PinBase,), {"_machine": self})
@@ -102,6 +131,9 @@ class Machine:
 
     def unique_id(self) -> bytes:
         return self._uid
+
+    def reset_cause(self) -> int:
+        return self._reset_cause
 
     def reset(self):
         raise MachineReset()
@@ -155,6 +187,27 @@ class _WLAN:
         if args and args[0] == "rssi":
             return -61  # dBm
         return 1010 if self.isconnected() else 1001
+
+
+# --- ntptime -------------------------------------------------------------------------------------
+class Ntp:
+    """The `ntptime` module of one meter: settime() sets the meter's RTC to what an NTP
+    server answers, the simulated Unix time. With no network, or when the emulator makes
+    NTP fail, it raises OSError after ntptime's socket timeout (1 s, simulated)."""
+
+    def __init__(self, set_rtc: Callable[[], None], reachable: Callable[[], bool],
+                 sleep_ms: Callable[[int], None] = lambda ms: None):
+        self.host = "pool.ntp.org"
+        self.timeout = 1
+        self._set_rtc = set_rtc
+        self._reachable = reachable
+        self._sleep_ms = sleep_ms
+
+    def settime(self):
+        if not self._reachable():
+            self._sleep_ms(self.timeout * 1000)
+            raise OSError(110, "ETIMEDOUT")
+        self._set_rtc()
 
 
 # --- umqtt.simple -------------------------------------------------------------------------------
