@@ -99,7 +99,15 @@ class Board:
             self._start_counting()
         if self._counter is not None:
             return self._counter.value()
-        return self._filter.count
+        f = self._filter
+        if f.gap:
+            m = self._machine
+            irq = m.disable_irq()  # age() must not interleave with the edge handler
+            try:
+                f.age(self._clock.ticks_us())
+            finally:
+                m.enable_irq(irq)
+        return f.count
 
     def _start_counting(self):
         m = self._machine

@@ -14,6 +14,12 @@ quiet, with no edge at all, for at least min_gap_us before it:
 The handler runs in a hard interrupt: no allocation, small integers only.
 With min_gap_us == 0 every falling edge counts (the level is not read: a short pulse
 may already be over when the handler runs).
+
+ticks_us wraps every 2**30 us (17.9 min), so ticks_diff is right only within +-9 min:
+a household is quiet longer than that all the time. Two guards: a negative difference
+is a long quiet spell, and the main loop calls age() every step (steps are seconds
+apart), which forgets the last edge once the line has been quiet for the gap, before
+the difference can wrap.
 """
 
 
@@ -31,7 +37,14 @@ class QuietFilter:
             return
         last = self.last
         self.last = t_us
-        if level == 0 and (last is None or self._diff(t_us, last) >= self.gap):
+        if level == 0 and (last is None or not 0 <= self._diff(t_us, last) < self.gap):
             self.count += 1
         else:
             self.chatter += 1
+
+    def age(self, now_us):
+        """Main loop, with interrupts off: forget the last edge once the line was quiet
+        for the gap (then the next closing counts whatever ticks_us did meanwhile)."""
+        last = self.last
+        if last is not None and not 0 <= self._diff(now_us, last) < self.gap:
+            self.last = None

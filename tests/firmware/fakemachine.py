@@ -113,5 +113,13 @@ class Machine:
     def reset_cause(self):
         return self.cause
 
+    def disable_irq(self):
+        self.irq_off = getattr(self, "irq_off", 0) + 1
+        return self.irq_off
+
+    def enable_irq(self, state):
+        assert state == self.irq_off, "enable_irq() must get what disable_irq() returned"
+        self.irq_off -= 1
+
     def reset(self):
         raise RuntimeError("reset")

@@ -267,6 +267,33 @@ def case_hal_reed_contact_counts_in_a_hard_interrupt_through_the_filter():
     assert b.pulse_count() == 3
 
 
+def case_hal_reed_closure_a_whole_ticks_us_period_later_counts():
+    # 17.9 min of quiet: without the main loop's ageing the closure would land 5 ms
+    # "after" the last edge and look like chatter
+    m = fakemachine.Machine()
+    t = Time()
+    b = hal.Board(make_cfg(pulse_min_gap_ms=20), machine=m, clock=t)
+    b.pulse_count()
+    pin = m.pins[4]
+    pin.fire(0)
+    t.us = 300
+    pin.fire(1)  # chatter
+    t.us = 1000
+    assert b.pulse_count() == 1  # a step inside the gap: the last edge is kept...
+    t.us = 1500
+    pin.fire(0)
+    assert b.pulse_count() == 1  # ...so this bounce is still chatter
+    t.us = 2000
+    pin.fire(1)
+    for _ in range(107):  # steps 10 s apart, as run() makes them (1070 s)
+        t.us = (t.us + 10000000) & _MASK
+        b.pulse_count()
+    assert m.irq_off == 0  # every disable_irq() was undone
+    t.us = (2000 + (1 << 30) + 5000) & _MASK
+    pin.fire(0)
+    assert b.pulse_count() == 2
+
+
 def case_hal_without_counter_falls_back_to_interrupt_counting():
     m = fakemachine.Machine(counter=False)
     b = hal.Board(make_cfg(), machine=m, clock=Time())

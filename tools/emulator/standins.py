@@ -132,6 +132,13 @@ class Machine:
     def unique_id(self) -> bytes:
         return self._uid
 
+    def disable_irq(self) -> int:
+        # edges are delivered between steps, under the meter's step lock: nothing to mask
+        return 0
+
+    def enable_irq(self, state: int) -> None:
+        pass
+
     def reset_cause(self) -> int:
         return self._reset_cause
 
