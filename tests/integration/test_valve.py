@@ -73,12 +73,18 @@ def test_a_closed_valve_stays_closed_across_reboot_and_power_cut(rig):
     gw.wait_for(lambda: command(gw, body["command"]["id"])["status"] == "applied", "applied")
     boot = meter.boot
     meter.reboot()
+    # restored from flash by start(), before any networking: not the gateway closing it again
+    assert meter.relay_closed and not meter.online
     fleet.wait_for(lambda: meter.online and meter.boot != boot, 10, "rebooted")
     assert meter.relay_closed
     meter.power_off()
+    assert not meter.relay_closed  # no power, no relay: a normally-open valve opens
     meter.power_on()
+    assert meter.relay_closed and not meter.online
     fleet.wait_for(lambda: meter.online, 10, "back after power cut")
-    assert meter.relay_closed
+    assert meter.relay_closed and meter.valve == "closed"
+    # the gateway had nothing to re-send: only the operator's command is in the ledger
+    assert [c["origin"] for c in gw.get("/meters/v003/commands")["items"]] == ["api"]
 
 
 def test_a_meter_that_comes_back_open_is_closed_again_by_the_gateway(rig, tmp_path):
