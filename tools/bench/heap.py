@@ -30,6 +30,7 @@ from flash import compile_firmware  # noqa: E402
 GOAL_BYTES = 40 * 1024
 PROBE = Path(__file__).resolve().parent / "heap_probe.py"
 MAIN = ROOT / "firmware" / "main.py"
+FAKE_MACHINE = ROOT / "tests" / "firmware" / "fakemachine.py"  # the machine module's stand-in
 _LINE = re.compile(r"^HEAP base=(\d+) cycle=(\d+) free=(\d+) modules=(\S*)$", re.M)
 
 
@@ -38,7 +39,7 @@ class HeapProbeFailed(RuntimeError):
 
 
 def _probe(node: str, firmware_dir: Path) -> dict:
-    proc = mpwasm.run(node, firmware_dir, PROBE, MAIN)
+    proc = mpwasm.run(node, firmware_dir, PROBE, MAIN, FAKE_MACHINE)
     m = _LINE.search(proc.stdout)
     if proc.returncode != 0 or m is None:
         raise HeapProbeFailed("the heap probe failed on MicroPython (exit %d):\n%s%s"

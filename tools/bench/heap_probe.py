@@ -2,60 +2,23 @@
 # after main.py's start-up and one reporting cycle, measured with gc.mem_alloc().
 #
 # The baseline is taken after what is built into the ESP32 firmware image (json, struct,
-# binascii, os, time, gc; machine, network, umqtt.simple and ntptime as stand-ins made
-# here), so the figure is what the firmware's own modules and objects hold.
-# Each "#@toplevel" ends a run: garbage is collected only between two.
+# binascii, os, time, gc; machine (tests/firmware/fakemachine.py), network, umqtt.simple
+# and ntptime as stand-ins), so the figure is what the firmware's own modules and objects
+# hold. Each "#@toplevel" ends a run: garbage is collected only between two.
 import gc
+import os
 import sys
-
-import os  # noqa: E402
 
 for name in ("json", "struct", "binascii", "time", "micropython", "errno"):
     __import__(name)
+import fakemachine  # noqa: E402
+
 if not hasattr(os, "urandom"):  # the WebAssembly port's os lacks it; the ESP32's has it
     os.urandom = lambda n: b"\x5e\xed\xc0\xde"[:n]
 
 
 class _Mod:
     pass
-
-
-class _Pin:
-    IN = 1
-    OUT = 3
-    PULL_UP = 2
-    IRQ_FALLING = 2
-    IRQ_RISING = 1
-
-    def __init__(self, id, mode=-1, pull=-1, value=None):
-        self.v = 1 if value is None else value
-
-    def value(self, v=None):
-        if v is None:
-            return self.v
-        self.v = v
-
-    def irq(self, handler=None, trigger=3, hard=False):
-        pass
-
-
-class _Counter:
-    RISING = 1
-    FALLING = 2
-
-    def __init__(self, id, src=None, edge=2, filter_ns=0):
-        self.n = 0
-
-    def value(self, v=None):
-        return self.n
-
-
-class _WDT:
-    def __init__(self, id=0, timeout=5000):
-        pass
-
-    def feed(self):
-        pass
 
 
 class _WLAN:
@@ -108,13 +71,7 @@ class _MQTT:
         pass
 
 
-machine = _Mod()
-machine.Pin = _Pin
-machine.Counter = _Counter
-machine.WDT = _WDT
-machine.PWRON_RESET = 1
-machine.reset_cause = lambda: 1
-machine.unique_id = lambda: b"\x24\x0a\xc4\x01\x02\x03"
+machine = fakemachine.Machine()  # tests/firmware/fakemachine.py, put next to this probe by heap.py
 network = _Mod()
 network.STA_IF = 0
 network.WLAN = _WLAN
