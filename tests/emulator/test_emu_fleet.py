@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -43,6 +44,7 @@ def test_twenty_meters_for_thirty_simulated_minutes(make_fleet, gateway):
     fleet.quiesce(timeout=30)
     truth = fleet.ground_truth()
     assert fleet.errors == []
+    slack = 10 + math.ceil(fleet.scheduler.max_lag_s * 300.0)  # simulated seconds
     for mid in ids:
         readings = gateway.readings[mid]
         boots = assert_in_order_and_complete(readings)
@@ -56,10 +58,11 @@ def test_twenty_meters_for_thirty_simulated_minutes(make_fleet, gateway):
         # after a random first phase, one reading a minute until the final one
         scheduled = [r for r in readings[1:] if r["ts"] < t_quiesce - 60]
         gaps = [b["ts"] - a["ts"] for a, b in zip(scheduled, scheduled[1:])]
-        # (a step may run a few simulated seconds late under load; the schedule does not drift)
-        assert len(scheduled) >= 27 and all(50 <= g <= 70 for g in gaps), (mid, gaps)
-        assert abs(sum(gaps) - 60 * len(gaps)) <= 10, (mid, gaps)
-        assert 25 <= readings[1]["ts"] - readings[0]["ts"] <= 70
+        # a step may start late when the host is busy (the scheduler measures by how much);
+        # the schedule itself does not drift
+        assert len(scheduled) >= 27 and all(60 - slack <= g <= 60 + slack for g in gaps), (mid, gaps, slack)
+        assert abs(sum(gaps) - 60 * len(gaps)) <= slack, (mid, gaps, slack)
+        assert 25 <= readings[1]["ts"] - readings[0]["ts"] <= 70 + slack
         assert readings[0]["ts"] >= int(t0) and readings[-1]["ts"] <= int(fleet.clock.now())
     # the model feeds through the firmware: water flows, and the leaking meter never stops
     assert sum(truth[m]["ml"] for m in ids) > 0
