@@ -101,10 +101,11 @@ class Board:
             return self._counter.value()
         f = self._filter
         if f.gap:
+            now = self._clock.ticks_us()  # before masking: an edge after it leaves `last` newer
             m = self._machine
             irq = m.disable_irq()  # age() must not interleave with the edge handler
             try:
-                f.age(self._clock.ticks_us())
+                f.age(now)
             finally:
                 m.enable_irq(irq)
         return f.count

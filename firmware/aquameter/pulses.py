@@ -43,8 +43,12 @@ class QuietFilter:
             self.chatter += 1
 
     def age(self, now_us):
-        """Main loop, with interrupts off: forget the last edge once the line was quiet
-        for the gap (then the next closing counts whatever ticks_us did meanwhile)."""
+        """Main loop, with interrupts off, now_us read just before: forget the last edge
+        once the line was quiet for the gap (then the next closing counts whatever
+        ticks_us did meanwhile). An edge newer than now_us (it came between the read and
+        the masking) is kept; one more than the gap "newer" is a wrapped difference."""
         last = self.last
-        if last is not None and not 0 <= self._diff(now_us, last) < self.gap:
-            self.last = None
+        if last is not None:
+            d = self._diff(now_us, last)
+            if d >= self.gap or d < -self.gap:
+                self.last = None

@@ -267,6 +267,23 @@ def case_hal_reed_contact_counts_in_a_hard_interrupt_through_the_filter():
     assert b.pulse_count() == 3
 
 
+def case_edge_filter_ageing_keeps_an_edge_newer_than_the_main_loops_time():
+    f = QuietFilter(20000, ticks_diff)
+    f.edge(0, 0)  # closed: one pulse
+    f.age(15000)
+    assert f.last == 0  # quiet for less than the gap: kept
+    f.edge(16000, 1)  # bounce, after the main loop read its time (15000) but before age()
+    f.age(15000)
+    assert f.last == 16000  # newer than the loop's time: kept, so the next bounce is chatter
+    f.edge(16400, 0)
+    assert f.count == 1 and f.chatter == 2
+    f.age(16400 + 20000)
+    assert f.last is None  # quiet for the gap: forgotten
+    f.edge(1 << 29, 1)
+    f.age(((1 << 29) + (1 << 29) + 100) & _MASK)  # 9 min later: the difference has wrapped
+    assert f.last is None
+
+
 def case_hal_reed_closure_a_whole_ticks_us_period_later_counts():
     # 17.9 min of quiet: without the main loop's ageing the closure would land 5 ms
     # "after" the last edge and look like chatter

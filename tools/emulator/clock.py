@@ -11,6 +11,7 @@ real-time clock: what `time.time()` reads, set by NTP, lost at power-on.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 TICKS_PERIOD = 1 << 30
 TICKS_MASK = TICKS_PERIOD - 1
@@ -121,6 +122,9 @@ class MicroTime:
         self._clock = clock
         self._rtc = rtc
         self.irq_us: int | None = None  # elapsed_us of the edge whose interrupt handler is running
+        # called with elapsed_us before the main loop reads ticks_us: the emulator runs the
+        # interrupt handlers of the edges up to then, as the chip would have already
+        self.edges_until: Callable[[int], None] | None = None
 
     def ticks_ms(self) -> int:
         return self._clock.ticks_ms()
@@ -130,7 +134,10 @@ class MicroTime:
         before the next step; the handler must see when each happened)."""
         if self.irq_us is not None:
             return self._clock.ticks_us(self.irq_us)
-        return self._clock.ticks_us()
+        e = self._clock.elapsed_us()
+        if self.edges_until is not None:
+            self.edges_until(e)
+        return self._clock.ticks_us(e)
 
     @staticmethod
     def ticks_diff(a: int, b: int) -> int:

@@ -265,15 +265,18 @@ class EmulatedMeter:
         if pin.id == self.cfg["pulse_pin"]:
             self._irq_pin = pin if pin.irq_handler is not None else None
 
-    def _deliver_edges(self) -> None:
-        """Run the pulse pin's interrupt handler for every contact edge up to now, in time
-        order, with ticks_us reading each edge's own time. Only on the interrupt path (the
-        firmware hooked the pin); the counter path reads the line directly."""
+    def _deliver_edges(self, until_us: int | None = None) -> None:
+        """Run the pulse pin's interrupt handler for every contact edge up to now (or up
+        to `until_us`, simulated microseconds from the start), in time order, with
+        ticks_us reading each edge's own time. Only on the interrupt path (the firmware
+        hooked the pin); the counter path reads the line directly. Called before every
+        step and whenever the main loop reads ticks_us (a chip runs the handlers as the
+        edges come, so the main loop never sees a time before an unhandled edge)."""
         pin = self._irq_pin
         if pin is None:
             return
         clock = self.fleet.clock
-        now = clock.now()
+        now = clock.now() if until_us is None else clock.start_epoch + until_us / 1_000_000
         c = self.line.counter(now)
         if c > self._pulses_made:
             for t in self.line.pulse_times(self._pulses_made, c, self._last_pulse_t):
@@ -283,7 +286,7 @@ class EmulatedMeter:
                 self._edges_end = edges[-1][0]
                 self._last_pulse_t = t
             self._pulses_made = c
-        now_us = clock.elapsed_us(now)
+        now_us = clock.elapsed_us(now) if until_us is None else until_us
         while self._edges and self._edges[0][0] <= now_us:
             t_us, level, closes = self._edges.popleft()
             if closes:
@@ -347,6 +350,7 @@ class EmulatedMeter:
             self._last_pulse_t = now
             self._edges_end = self.fleet.clock.elapsed_us(now)
             self._time = MicroTime(self.fleet.clock, self.rtc)
+            self._time.edges_until = self._deliver_edges
             machine = Machine(self._read_counter, self._pin_changed, self.id.encode()[:6].ljust(6, b"\0"),
                               reset_cause=cause, irq_set=self._irq_set)
             ntp = Ntp(lambda: self.rtc.set(self.fleet.clock.now()), lambda: self.link_up and not self.ntp_fails,
