@@ -10,6 +10,19 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3
 # Node.js runs real MicroPython (the WebAssembly port from npm) in the firmware tests.
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# PostgreSQL's initdb and pg_ctl: the tests start a throw-away cluster with them. Debian
+# keeps them off PATH, in /usr/lib/postgresql/<version>/bin (pg_config alone comes with
+# libpq-dev, so its --bindir is only trusted when initdb is really there).
+have_pg_server() {
+    command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
+    bindir=$(pg_config --bindir 2>/dev/null) || bindir=""
+    [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ] && return 0
+    for bindir in /usr/lib/postgresql/*/bin; do
+        [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ] && return 0
+    done
+    return 1
+}
+have_pg_server || missing="$missing postgresql"
 
 [ -z "$missing" ] && exit 0
 
@@ -32,4 +45,5 @@ $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 # The Debian package may start a system-wide broker on port 1883; AquaFog runs its own
-# brokers on free ports and does not need it.
+# brokers on free ports and does not need it. Likewise the postgresql package may create
+# and start a system cluster on port 5432; the tests run their own on free ports.
