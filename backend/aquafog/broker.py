@@ -15,6 +15,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .bridge import BridgeConfig
 
 # The broker refuses anything larger (and disconnects the sender); the gateway has its
 # own, much smaller, limit for what it accepts and counts the rest as rejected.
@@ -30,6 +34,7 @@ class BrokerConfig:
     password_file: Path | None = None
     acl_file: Path | None = None
     extra: list[str] = field(default_factory=list)
+    bridge: "BridgeConfig | None" = None  # a fog's link to the cloud (aquafog.bridge)
 
     def render(self) -> str:
         data_dir = Path(self.data_dir).resolve()
@@ -65,6 +70,8 @@ class BrokerConfig:
         if self.acl_file:
             lines.append(f"acl_file {Path(self.acl_file).resolve()}")
         lines.extend(self.extra)
+        if self.bridge is not None:  # last: Mosquitto reads every line after `connection` as the bridge's
+            lines.extend(self.bridge.render())
         return "\n".join(lines) + "\n"
 
 

@@ -84,9 +84,20 @@ def cmd_config_check(args) -> int:
 
 
 def cmd_broker_config(args) -> int:
+    from .bridge import BridgeConfig
     from .broker import BrokerConfig
+    bridge = None
+    if args.bridge_region is not None or args.cloud_host is not None:
+        if args.bridge_region is None or args.cloud_host is None:
+            print("aquafog broker-config: a bridge needs both --bridge-region and --cloud-host", file=sys.stderr)
+            return 2
+        try:
+            bridge = BridgeConfig(args.bridge_region, args.cloud_host, args.cloud_port)
+        except ValueError as exc:
+            print(f"aquafog broker-config: {exc}", file=sys.stderr)
+            return 2
     print(BrokerConfig(port=args.port, data_dir=Path(args.data_dir), host=args.host,
-                       allow_anonymous=args.allow_anonymous).render(), end="")
+                       allow_anonymous=args.allow_anonymous, bridge=bridge).render(), end="")
     return 0
 
 
@@ -130,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--data-dir", default="/var/lib/mosquitto")
     b.add_argument("--allow-anonymous", action="store_true", help="dev only: no passwords")
+    b.add_argument("--bridge-region", help="bridge this fog to the cloud under this region (backend/README.md)")
+    b.add_argument("--cloud-host", help="the cloud broker the bridge connects to")
+    b.add_argument("--cloud-port", type=int, default=1883)
     b.set_defaults(func=cmd_broker_config)
     return p
 
