@@ -83,6 +83,29 @@ def cmd_config_check(args) -> int:
     return 0
 
 
+def cmd_cloud(args) -> int:
+    from .config import CloudConfig
+    overrides = {k: getattr(args, k, None) for k in ("db_url", "mqtt_host", "mqtt_port", "http_host", "http_port",
+                                                     "log_level")}
+    try:
+        cfg = CloudConfig.load(args.config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"aquafog cloud: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .cloud.service import Cloud
+    try:
+        cloud = Cloud(cfg)
+    except OSError as exc:
+        print(f"aquafog cloud: cannot start: {exc}. Is http_port {cfg.http_port} already in use?", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the store: a bad URL, PostgreSQL down or refusing
+        print(f"aquafog cloud: cannot open the store {cfg.db_url.split('@')[-1]!r}: {exc}", file=sys.stderr)
+        return 1
+    cloud.start()
+    return cloud.wait()
+
+
 def cmd_broker_config(args) -> int:
     from .bridge import BridgeConfig
     from .broker import BrokerConfig
@@ -145,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cloud-host", help="the cloud broker the bridge connects to")
     b.add_argument("--cloud-port", type=int, default=1883)
     b.set_defaults(func=cmd_broker_config)
+
+    cl = sub.add_parser("cloud", help="run the cloud: merge the fogs' partials into city-wide answers (README 'City scale')")
+    cl.add_argument("--config", "-c", help="cloud config file (TOML); keys in README 'City scale'")
+    cl.add_argument("--db-url", dest="db_url", help="sqlite:///file or postgresql+psycopg://user@host:port/db")
+    cl.add_argument("--mqtt-host", dest="mqtt_host")
+    cl.add_argument("--mqtt-port", dest="mqtt_port", type=int)
+    cl.add_argument("--http-host", dest="http_host")
+    cl.add_argument("--http-port", dest="http_port", type=int)
+    cl.add_argument("--log-level", dest="log_level")
+    cl.set_defaults(func=cmd_cloud)
     return p
 
 

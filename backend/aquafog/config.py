@@ -6,6 +6,7 @@ variables, then command-line overrides. Validation reports every error at once a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,55 +21,17 @@ class ConfigError(ValueError):
         super().__init__(f"{source} has {len(errors)} error(s):\n  " + "\n  ".join(errors))
 
 
-@dataclass
-class GatewayConfig:
-    # store
-    db_path: str = "aquafog-gateway.db"
-    timezone: str = "UTC"
-    # MQTT
-    mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = 1883
-    mqtt_username: str = ""
-    mqtt_password: str = ""
-    mqtt_client_id: str = "aquafog-gateway"
-    topic_root: str = "aquafog"
-    session_expiry_s: int = 7 * 24 * 3600
-    # HTTP API
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    http_threads: int = 8
-    # ingest
-    batch_max_rows: int = 5000
-    batch_max_delay_ms: int = 250
-    ack_interval_ms: int = 1000
-    max_payload_bytes: int = 8192
-    max_clock_skew_s: int = 300
-    min_valid_ts: int = 1577836800
-    max_flow_lpm: int = 1000
-    # commands
-    command_ttl_s: int = 24 * 3600
-    command_resend_s: int = 30
-    # operations
-    log_level: str = "INFO"
+class _Loadable:
+    """Defaults < TOML file < <ENV_PREFIX><KEY> environment < overrides; every error at once."""
 
-    @property
-    def limits(self) -> Limits:
-        return Limits(
-            max_payload_bytes=self.max_payload_bytes,
-            max_clock_skew_s=self.max_clock_skew_s,
-            min_valid_ts=self.min_valid_ts,
-            max_flow_lpm=self.max_flow_lpm,
-        )
+    ENV_PREFIX = "AQUAFOG_"
 
-    @property
-    def db_url(self) -> str:
-        return "sqlite:///" + str(Path(self.db_path).expanduser().resolve())
-
-    # -------------------------------------------------------------- loading
+    def validate(self) -> list[str]:
+        raise NotImplementedError
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, env: dict | None = None,
-             overrides: dict | None = None) -> "GatewayConfig":
+             overrides: dict | None = None):
         env = os.environ if env is None else env
         raw: dict = {}
         errors: list[str] = []
@@ -84,7 +47,7 @@ class GatewayConfig:
             if key not in known:
                 errors.append(f"{key}: unknown key (known keys: see README 'Configuration')")
         for name in known:
-            env_key = "AQUAFOG_" + name.upper()
+            env_key = cls.ENV_PREFIX + name.upper()
             if env_key in env:
                 raw[name] = env[env_key]
         for k, v in (overrides or {}).items():
@@ -116,6 +79,55 @@ class GatewayConfig:
             raise ConfigError(errors, str(path) if path else "configuration")
         return cfg
 
+
+@dataclass
+class GatewayConfig(_Loadable):
+    # store
+    db_path: str = "aquafog-gateway.db"
+    timezone: str = "UTC"
+    # MQTT
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_client_id: str = "aquafog-gateway"
+    topic_root: str = "aquafog"
+    session_expiry_s: int = 7 * 24 * 3600
+    # HTTP API
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    http_threads: int = 8
+    # ingest
+    batch_max_rows: int = 5000
+    batch_max_delay_ms: int = 250
+    ack_interval_ms: int = 1000
+    max_payload_bytes: int = 8192
+    max_clock_skew_s: int = 300
+    min_valid_ts: int = 1577836800
+    max_flow_lpm: int = 1000
+    # commands
+    command_ttl_s: int = 24 * 3600
+    command_resend_s: int = 30
+    # federation: the fog's partials for the cloud ("" region: a fog on its own)
+    region: str = ""
+    summary_top_k: int = 1000
+    summary_interval_ms: int = 2000
+    # operations
+    log_level: str = "INFO"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_payload_bytes=self.max_payload_bytes,
+            max_clock_skew_s=self.max_clock_skew_s,
+            min_valid_ts=self.min_valid_ts,
+            max_flow_lpm=self.max_flow_lpm,
+        )
+
+    @property
+    def db_url(self) -> str:
+        return "sqlite:///" + str(Path(self.db_path).expanduser().resolve())
+
     def validate(self) -> list[str]:
         errors = []
 
@@ -136,6 +148,10 @@ class GatewayConfig:
         between("command_ttl_s", 1, 30 * 86_400)
         between("command_resend_s", 1, 86_400)
         between("session_expiry_s", 60, 2**32 - 1)
+        between("summary_top_k", 1, 100_000, " (the longest city ranking the cloud can answer exactly)")
+        between("summary_interval_ms", 100, 3_600_000, " (at most one partial per period per interval)")
+        if self.region and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", self.region):
+            errors.append(f"region: 1-32 of a-z 0-9 _ - starting with a letter or digit, got {self.region!r}")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -144,6 +160,46 @@ class GatewayConfig:
             errors.append(f"topic_root: must be a non-empty topic without + # or a trailing /, got {self.topic_root!r}")
         if not self.db_path:
             errors.append("db_path: must name the SQLite file")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            errors.append(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        return errors
+
+
+@dataclass
+class CloudConfig(_Loadable):
+    """`aquafog cloud`: README "Cloud" documents every key (environment: AQUAFOG_CLOUD_<KEY>)."""
+
+    ENV_PREFIX = "AQUAFOG_CLOUD_"
+    # store: a SQLAlchemy URL; SQLite by default, PostgreSQL as postgresql+psycopg://user:pw@host/db
+    db_url: str = "sqlite:///aquafog-cloud.db"
+    timezone: str = "UTC"  # must be the fogs' time zone: periods are the same days everywhere
+    # the cloud broker, where the fogs' bridges deliver
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_client_id: str = "aquafog-cloud"
+    session_expiry_s: int = 7 * 24 * 3600
+    # HTTP API
+    http_host: str = "127.0.0.1"
+    http_port: int = 8090
+    http_threads: int = 8
+    log_level: str = "INFO"
+
+    def validate(self) -> list[str]:
+        errors = []
+        for name, lo, hi in (("mqtt_port", 1, 65535), ("http_port", 0, 65535), ("http_threads", 1, 256),
+                             ("session_expiry_s", 60, 2**32 - 1)):
+            v = getattr(self, name)
+            if not lo <= v <= hi:
+                errors.append(f"{name}: must be between {lo} and {hi}, got {v}")
+        if not re.match(r"(sqlite|postgresql(\+psycopg)?)://", self.db_url):
+            errors.append(f"db_url: must be sqlite:///<file> or postgresql+psycopg://user@host:port/db, "
+                          f"got {self.db_url!r}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            errors.append(f"timezone: unknown time zone {self.timezone!r} (use an IANA name such as Europe/Lisbon)")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             errors.append(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         return errors

@@ -1,0 +1,1 @@
+"""The cloud tier: merges the fogs' partials into city-wide answers (README "Cloud")."""

@@ -1,0 +1,167 @@
+"""`aquafog cloud`: receives the fogs' partials from the cloud broker (where the fogs'
+Mosquitto bridges deliver them), stores the newest of each fog and period, and serves the
+city-wide answers over HTTP.
+
+Threads:
+    paho        the subscriber's network loop (persistent session, QoS 1): only queues
+    worker      decode, store (commit), update the in-memory view
+    http        waitress serving the Flask API (reads the view, never the broker)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from waitress.server import create_server
+
+from .. import __version__
+from ..bridge import cloud_summary_filter, parse_cloud_summary_topic
+from ..config import CloudConfig
+from ..federation import decode_partial
+from ..protocol import Reject
+from .api import create_cloud_app
+from .store import load_partials, open_cloud_engine, save_partial
+from .view import CityView
+
+log = logging.getLogger("aquafog.cloud")
+
+
+def parse_summary_topic(topic: str) -> tuple[str, str, str] | None:
+    """(region, period, key) of aquafog-city/fogs/<region>/summary/<period>/<key>."""
+    try:
+        region, levels = parse_cloud_summary_topic(topic)
+    except ValueError:
+        return None
+    return (region, levels[0], levels[1]) if len(levels) == 2 else None
+
+
+class Cloud:
+    def __init__(self, cfg: CloudConfig):
+        self.cfg = cfg
+        self.engine = open_cloud_engine(cfg.db_url)
+        self.view = CityView()
+        with self.engine.connect() as conn:
+            for p in load_partials(conn):  # a restarted cloud answers at once
+                self.view.put(p)
+        self.inbox: queue.Queue = queue.Queue()
+        self.accepted = 0
+        self.stale = 0
+        self.rejected: Counter = Counter()
+        self.store_error: str | None = None
+        self.started_at = time.time()
+        self.done = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id, protocol=mqtt.MQTTv5)
+        if cfg.mqtt_username:
+            c.username_pw_set(cfg.mqtt_username, cfg.mqtt_password or None)
+        c.reconnect_delay_set(0.2, 5)
+        c.on_connect = self._on_connect
+        c.on_message = lambda _c, _u, msg: self.inbox.put((msg.topic, msg.payload))
+        self.client = c
+        self.app = create_cloud_app(cfg, self)
+        self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
+                                  ident="aquafog-cloud")
+
+    @property
+    def http_port(self) -> int:
+        return self.http.effective_port
+
+    def _on_connect(self, client, _u, _flags, reason_code, _props) -> None:
+        if reason_code.is_failure:
+            log.error("the cloud broker refused the connection: %s", reason_code)
+            return
+        client.subscribe(cloud_summary_filter(), qos=1)
+
+    # --- ingest ---------------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> None:
+        where = parse_summary_topic(topic)
+        if where is None:
+            self._reject(Reject("bad_topic", "topic", f"not a fog summary topic: {topic[:120]!r}"))
+            return
+        if not payload:
+            return  # a retained partial cleared by its fog
+        p = decode_partial(payload, where[0])
+        if isinstance(p, Reject):
+            self._reject(p, topic)
+            return
+        if (p.period, p.key) != where[1:]:
+            self._reject(Reject("topic_mismatch", "key", f"{p.period}/{p.key} arrived on {topic!r}"), topic)
+            return
+        try:
+            with self.engine.begin() as conn:
+                save_partial(conn, p, int(time.time() * 1000))
+            self.store_error = None
+        except Exception as exc:  # the database is down: keep serving from memory, retry later
+            if self.store_error is None:
+                log.exception("storing a partial failed")
+            self.store_error = f"store write failed: {exc}"
+        if self.view.put(p):
+            self.accepted += 1
+        else:
+            self.stale += 1
+
+    def _reject(self, r: Reject, topic: str = "") -> None:
+        self.rejected[r.reason] += 1
+        log.warning("partial rejected (%s, field %s): %s %s", r.reason, r.field, r.message, topic)
+
+    def _work(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            try:
+                self.handle(*item)
+            except Exception:  # never let one message stop the cloud
+                log.exception("a partial could not be handled")
+                self.rejected["internal_error"] += 1
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def health(self) -> dict:
+        problems = []
+        if not self.client.is_connected():
+            problems.append(f"not connected to the cloud broker at {self.cfg.mqtt_host}:{self.cfg.mqtt_port}")
+        if self.store_error:
+            problems.append(self.store_error)
+        return {"status": "ok" if not problems else "degraded", "problems": problems, "version": __version__,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "partials": {"accepted": self.accepted, "stale": self.stale, "rejected": dict(self.rejected),
+                             "queue_depth": self.inbox.qsize()}}
+
+    def start(self) -> "Cloud":
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        self.client.connect_async(self.cfg.mqtt_host, self.cfg.mqtt_port, keepalive=30, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+        threading.Thread(target=self._work, name="cloud-worker", daemon=True).start()
+        threading.Thread(target=self.http.run, name="http", daemon=True).start()
+        log.info("AquaFog cloud %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
+                 self.cfg.http_host, self.http_port, self.cfg.mqtt_host, self.cfg.mqtt_port,
+                 self.engine.url.render_as_string(hide_password=True))
+        return self
+
+    def stop(self) -> None:
+        if self.done.is_set():
+            return
+        self.done.set()
+        self.http.close()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.inbox.put(None)
+        self.engine.dispose()
+
+    def wait(self) -> int:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        self.stop()
+        return 0

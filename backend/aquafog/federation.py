@@ -1,0 +1,160 @@
+"""Fog -> cloud partials: what a fog sends up, and how the cloud merges them.
+
+A fog never sends readings up. Per period (the current day and month, in the utility's
+time zone, which every fog and the cloud share) it publishes one partial:
+
+    {"v":1,"region":"north","period":"day","key":"2026-11-26","seq":17,"ts_ms":1795650000000,
+     "meters":1000,"sum_ml":123456789,"k":1000,"top":[["m0042",912000],["m0007",880500],...]}
+
+- `meters`: meters registered at the fog (every one counts in the mean, even at 0 L);
+- `sum_ml`: the period's consumption of all of them, in millilitres (exact integers);
+- `top`: the fog's top-k meters by consumption, ordered by ml descending then meter id
+  ascending (the order every ranking in AquaFog uses), fewer when the fog has fewer
+  meters with consumption in the period;
+- `seq`: grows with every partial a fog publishes (a restart continues from ts_ms), so
+  a late or duplicated partial never replaces a newer one.
+
+Exactness. The city's top-n for n <= min(k) is the top-n of the union of the fogs'
+lists: a meter in the city's top-n is in its own fog's top-n (fewer meters of its fog
+can precede it), hence in that fog's top-k. The mean is sum(sum_ml) / sum(meters).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from .protocol import Reject
+
+WIRE_VERSION = 1
+PERIODS = ("day", "month")
+REGION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+METER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_KEY_RE = {"day": re.compile(r"\d{4}-\d{2}-\d{2}"), "month": re.compile(r"\d{4}-\d{2}")}
+MAX_K = 100_000
+MAX_ML = 2**63 - 1
+MAX_PARTIAL_BYTES = 8 * 1024 * 1024  # a top-100k list is ~3 MB
+
+
+@dataclass(frozen=True)
+class Partial:
+    region: str
+    period: str
+    key: str
+    seq: int
+    ts_ms: int
+    meters: int
+    sum_ml: int
+    k: int
+    top: tuple[tuple[str, int], ...]
+
+    @property
+    def complete(self) -> bool:
+        """The list holds every meter of the fog with consumption (fewer than k)."""
+        return len(self.top) < self.k
+
+
+def period_key(period: str, day_key: int) -> str:
+    """'2026-11-26' (day) or '2026-11' (month) from a YYYYMMDD integer."""
+    y, m, d = day_key // 10000, day_key // 100 % 100, day_key % 100
+    return f"{y:04d}-{m:02d}-{d:02d}" if period == "day" else f"{y:04d}-{m:02d}"
+
+
+def encode_partial(p: Partial) -> bytes:
+    top = ",".join('["%s",%d]' % (m, ml) for m, ml in p.top)
+    return ('{"v":1,"region":"%s","period":"%s","key":"%s","seq":%d,"ts_ms":%d,"meters":%d,"sum_ml":%d,'
+            '"k":%d,"top":[%s]}' % (p.region, p.period, p.key, p.seq, p.ts_ms, p.meters, p.sum_ml, p.k,
+                                    top)).encode()
+
+
+def _rej(reason: str, fld: str, detail: str) -> Reject:
+    return Reject(reason, fld, detail)
+
+
+def _count(obj: dict, key: str, hi: int) -> int | Reject:
+    v = obj.get(key)
+    if type(v) is not int or not 0 <= v <= hi:
+        return _rej("bad_field", key, f"{key} must be an integer 0..{hi}, got {v!r}"[:200])
+    return v
+
+
+def decode_partial(payload: bytes, region_from_topic: str | None = None) -> Partial | Reject:
+    """A partial, or a Reject naming the field and the problem (never raises)."""
+    if len(payload) > MAX_PARTIAL_BYTES:
+        return _rej("too_large", "", f"{len(payload)} bytes, at most {MAX_PARTIAL_BYTES}")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return _rej("not_json", "", "the payload is not JSON")
+    if not isinstance(obj, dict):
+        return _rej("not_object", "", "the payload must be a JSON object")
+    if obj.get("v") != WIRE_VERSION or type(obj.get("v")) is not int:
+        return _rej("unsupported_version", "v", f"v must be {WIRE_VERSION}, got {obj.get('v')!r}"[:200])
+    region = obj.get("region")
+    if not isinstance(region, str) or not REGION_RE.fullmatch(region):
+        return _rej("bad_field", "region", "region must be 1-32 of a-z 0-9 _ - starting with a letter or digit")
+    if region_from_topic is not None and region != region_from_topic:
+        return _rej("region_mismatch", "region", f"region {region!r} arrived on the topic of {region_from_topic!r}")
+    period = obj.get("period")
+    if period not in PERIODS:
+        return _rej("bad_field", "period", f"period must be one of {', '.join(PERIODS)}")
+    key = obj.get("key")
+    if not isinstance(key, str) or not _KEY_RE[period].fullmatch(key):
+        return _rej("bad_field", "key", f"key must be {'YYYY-MM-DD' if period == 'day' else 'YYYY-MM'}")
+    vals = {}
+    for name, hi in (("seq", MAX_ML), ("ts_ms", MAX_ML), ("meters", 10**9), ("sum_ml", MAX_ML), ("k", MAX_K)):
+        v = _count(obj, name, hi)
+        if isinstance(v, Reject):
+            return v
+        vals[name] = v
+    if vals["k"] < 1:
+        return _rej("bad_field", "k", "k must be at least 1")
+    raw = obj.get("top")
+    if not isinstance(raw, list) or len(raw) > vals["k"]:
+        return _rej("bad_field", "top", f"top must be a list of at most k={vals['k']} [meter, ml] pairs")
+    top = []
+    prev = None
+    for i, item in enumerate(raw):
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or not METER_RE.fullmatch(item[0]) or type(item[1]) is not int or not 0 <= item[1] <= MAX_ML):
+            return _rej("bad_field", "top", f"top[{i}] must be [meter id, ml >= 0]")
+        entry = (item[0], item[1])
+        if prev is not None and not (-prev[1], prev[0]) < (-entry[1], entry[0]):
+            return _rej("bad_field", "top", f"top[{i}] is out of order (ml descending, then meter id ascending)")
+        prev = entry
+        top.append(entry)
+    if sum(ml for _, ml in top) > vals["sum_ml"]:
+        return _rej("bad_field", "sum_ml", "sum_ml is smaller than the consumption in top")
+    return Partial(region, period, key, vals["seq"], vals["ts_ms"], vals["meters"], vals["sum_ml"], vals["k"],
+                   tuple(top))
+
+
+# --------------------------------------------------------------------------- merging
+def merge_top(partials: Iterable[Partial], n: int) -> list[tuple[str, int, str]]:
+    """The city's top n as (meter, ml, region), from the fogs' top lists (each sorted)."""
+    lists = [[(-ml, meter, p.region) for meter, ml in p.top] for p in partials]
+    out = []
+    for neg, meter, region in heapq.merge(*lists):
+        out.append((meter, -neg, region))
+        if len(out) >= n:
+            break
+    return out
+
+
+def exact_limit(partials: Iterable[Partial]) -> int:
+    """The largest n for which merge_top is exact: the smallest k among fogs whose list
+    is cut (a complete list never limits it)."""
+    cut = [p.k for p in partials if not p.complete]
+    return min(cut) if cut else MAX_K
+
+
+def city_mean(partials: Iterable[Partial]) -> tuple[int, int]:
+    """(sum of ml, number of meters) over the fogs' partials."""
+    total = count = 0
+    for p in partials:
+        total += p.sum_ml
+        count += p.meters
+    return total, count

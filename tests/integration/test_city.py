@@ -1,0 +1,167 @@
+"""City scale with real parts: 3 fogs (each its own Mosquitto, bridged to the cloud
+broker, and a gateway process) and the cloud service on its own Mosquitto. The city
+answers are checked against the brute-force truth over every meter.
+
+The cloud runs in this process (threads); every test runs once on SQLite and once on a
+throw-away PostgreSQL (tests/pg.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from aquafog.bridge import BridgeConfig
+from aquafog.broker import LocalBroker, free_port
+from aquafog.cloud.service import Cloud
+from aquafog.config import CloudConfig
+
+from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
+
+from .gatewayproc import GatewayProcess
+
+pytestmark = pytest.mark.integration
+
+K = 100                      # each fog's top-K (summary_top_k)
+REGIONS = ("north", "south", "east")
+ACTIVE, SILENT = 150, 5      # meters per fog with readings today, and registered ones without
+
+
+def reading(seq: int, ml: int, ts: int) -> bytes:
+    return json.dumps({"v": 1, "boot": "c1c1c1c1", "seq": seq, "ts": ts, "pulses": ml * 45 // 100,
+                       "litres": float(f"{ml / 1000:.3f}"), "flow": 0.0, "valve": "open"}).encode()
+
+
+class Fog:
+    def __init__(self, region: str, root, cloud_port: int):
+        self.region = region
+        self.meters = [f"{region[0]}{i:04d}" for i in range(ACTIVE + SILENT)]
+        self.broker = LocalBroker(root / "broker", bridge=BridgeConfig(region, "127.0.0.1", cloud_port,
+                                                                       restart_timeout=1)).start()
+        self.gateway = GatewayProcess(root / "gw", self.broker.port, self.meters, region=region,
+                                      summary_top_k=K, summary_interval_ms=200).start()
+        self.usage: dict[str, int] = {}  # ml used today per meter: the truth
+        self.seq: dict[str, int] = {}
+
+    def use(self, rng: random.Random, meters: list[str]) -> None:
+        """Each meter reports its register: baseline first, then growing by a random amount."""
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"load-{self.region}")
+        c.connect("127.0.0.1", self.broker.port)
+        c.loop_start()
+        now = int(time.time())
+        try:
+            for m in meters:
+                seq = self.seq.get(m, -1) + 1
+                if seq:
+                    self.usage[m] = self.usage.get(m, 0) + rng.choice([0, 1000, 1000, 2500, rng.randrange(1, 90000)])
+                self.seq[m] = seq
+                c.publish(f"aquafog/{m}/tele/reading", reading(seq, self.usage.get(m, 0), now), qos=1
+                          ).wait_for_publish(10)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+
+    def stored(self) -> bool:
+        return all(self.gateway.get(f"/meters/{m}")["register"]["seq"] == s for m, s in self.seq.items())
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        self.broker.stop()
+
+
+def get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_for(pred, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def city(request, tmp_path):
+    db_url = f"sqlite:///{tmp_path / 'cloud.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    cloud_broker = LocalBroker(tmp_path / "cloud-broker").start()
+    cfg = CloudConfig(db_url=db_url, mqtt_port=cloud_broker.port, http_port=free_port())
+    cloud = Cloud(cfg).start()
+    fogs = []
+    try:
+        for r in REGIONS:
+            fogs.append(Fog(r, tmp_path / r, cloud_broker.port))
+        yield cloud_broker, cloud, fogs
+    finally:
+        for f in fogs:
+            f.stop()
+        cloud.stop()
+        cloud_broker.stop()
+
+
+def truth_ranking(fogs):
+    return sorted(((m, ml) for f in fogs for m, ml in f.usage.items()), key=lambda kv: (-kv[1], kv[0]))
+
+
+def city_matches(api: str, fogs) -> bool:
+    status, body = get(f"{api}/city/ranking?n={K}&period=today")
+    want = truth_ranking(fogs)[:K]
+    return status == 200 and [(i["meter"], round(i["litres"] * 1000)) for i in body["items"]] == want
+
+
+def test_city_ranking_and_mean_equal_the_truth_and_survive_a_cloud_broker_outage(city):
+    cloud_broker, cloud, fogs = city
+    api = f"http://127.0.0.1:{cloud.http_port}/api/v1"
+    rng = random.Random(7)
+    for f in fogs:
+        active = f.meters[:ACTIVE]
+        f.use(rng, active)  # baselines
+        f.use(rng, active)  # consumption
+    for f in fogs:
+        f.gateway.wait_for(f.stored, "every reading stored at " + f.region)
+    wait_for(lambda: city_matches(api, fogs), "the city ranking to equal the truth")
+
+    truth = truth_ranking(fogs)
+    owner = {m: f.region for f in fogs for m in f.meters}
+    for period in ("today", "month"):
+        for n in (1, 10, K):
+            status, body = get(f"{api}/city/ranking?n={n}&period={period}")
+            assert status == 200 and body["exact_up_to"] == K and sorted(body["regions"]) == sorted(REGIONS)
+            assert [(i["meter"], round(i["litres"] * 1000)) for i in body["items"]] == truth[:n], (period, n)
+            assert all(i["region"] == owner[i["meter"]] for i in body["items"])
+        status, body = get(f"{api}/city/mean?period={period}")
+        assert status == 200
+        assert body["meters"] == len(REGIONS) * (ACTIVE + SILENT)  # silent meters count, at 0 L
+        assert body["sum_ml"] == sum(ml for _, ml in truth)
+        by_region = {r["region"]: r for r in body["regions"]}
+        for f in fogs:
+            assert by_region[f.region]["sum_ml"] == sum(f.usage.values())
+            assert by_region[f.region]["meters"] == len(f.meters)
+    status, body = get(f"{api}/city/ranking?n={K + 1}")
+    assert status == 400 and body["error"]["field"] == "n" and "exact" in body["error"]["message"]
+
+    # the cloud broker goes away: the fogs keep ingesting; when it is back the city converges
+    cloud_broker.stop()
+    for f in fogs:
+        f.use(rng, f.meters[:ACTIVE:3])
+    for f in fogs:
+        f.gateway.wait_for(f.stored, "readings stored at " + f.region + " while the cloud is away")
+    assert not city_matches(api, fogs)  # the cloud cannot know yet
+    cloud_broker.start()
+    wait_for(lambda: city_matches(api, fogs), "the city ranking to converge after the outage", timeout=30)
+    status, body = get(f"{api}/city/mean")
+    assert body["sum_ml"] == sum(ml for _, ml in truth_ranking(fogs))
+    assert cloud.rejected == {} and cloud.accepted > 0
