@@ -1,5 +1,6 @@
-"""Fog partials (backend/aquafog/federation.py): the codec, its rejects, and the merge,
-proven equal to the brute-force global ranking and mean (pure unit tests)."""
+"""Fog partials (backend/aquafog/federation.py): the codec, its rejects, and the merge
+(federation.merge_top and the cloud's CityView), proven equal to the brute-force global
+ranking and mean (pure unit tests)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from aquafog.federation import (Partial, city_mean, decode_partial, encode_partial, exact_limit, merge_top,
                                 period_key)
+from aquafog.cloud.view import CityView
 from aquafog.protocol import Reject
 
 
@@ -43,6 +45,11 @@ def test_merged_top_n_equals_the_brute_force_city_ranking(fogs, k, data):
     assert [(m, ml) for m, ml, _ in merged] == everyone[:n]
     owner = {m: "r%d" % i for i, u in enumerate(owned) for m in u}
     assert all(owner[m] == region for m, _, region in merged)
+    view = CityView()  # the cloud's cached merge gives the same answer
+    for p in partials:
+        assert view.put(p)
+    top, limit = view.top("day", "2026-11-26")
+    assert top[:n] == merged and limit == exact_limit(partials)
     total, count = city_mean(partials)
     assert (total, count) == (sum(ml for _, ml in everyone), len(everyone))
 

@@ -11,6 +11,9 @@ ingest   Readings persisted per second by the gateway (QoS 1, PUBACK after commi
          bottleneck and not the publisher.
 ranking  GET /api/v1/ranking latency over HTTP (keep-alive) with 100k meters in the
          store, against GET /api/v1/health on the same server (the HTTP floor).
+city     GET /api/v1/city/ranking at the cloud with partials from 10 fogs x 100k meters
+         (top-1000 each), while a fog sends a new partial every 100 ms (so many requests
+         merge afresh), against GET /api/v1/health on the same server.
 heap     The meter firmware's heap in use on real MicroPython (WebAssembly port) after
          main.py's start-up and one reporting cycle, compiled to .mpy as `make flash`
          installs it, against the same from .py sources (tools/bench/heap.py).
@@ -61,6 +64,77 @@ def make_gateway(workdir: Path, broker_port: int, db: Path) -> LocalGateway:
 def health(conn: http.client.HTTPConnection) -> dict:
     conn.request("GET", "/api/v1/health")
     return json.loads(conn.getresponse().read())
+
+
+# ------------------------------------------------------------------ city (cloud)
+
+def bench_city(workdir: Path, fogs: int, meters_per_fog: int, k: int, count: int) -> dict:
+    import random
+    import threading
+
+    from aquafog.bridge import cloud_summary_topic
+    from aquafog.broker import free_port
+    from aquafog.cloud.service import Cloud
+    from aquafog.config import CloudConfig
+    from aquafog.federation import Partial, encode_partial, period_key
+    from aquafog.periods import Calendar, day_key
+
+    broker = LocalBroker(workdir / "broker-city").start()
+    cloud = Cloud(CloudConfig(db_url=f"sqlite:///{workdir / 'cloud.db'}", mqtt_port=broker.port,
+                              http_port=free_port(), log_level="WARNING")).start()
+    rng = random.Random(1)
+    key = period_key("day", day_key(Calendar("UTC").today(time.time())))
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-fogs")
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    seq = [0]
+
+    def send(i: int) -> None:
+        # the fog's top-k out of meters_per_fog meters: only the list and the totals travel
+        usage = sorted(((f"f{i}m{j:06d}", rng.randrange(0, 2_000_000)) for j in range(k)),
+                       key=lambda kv: (-kv[1], kv[0]))
+        seq[0] += 1
+        p = Partial(f"fog{i}", "day", key, seq[0], int(time.time() * 1000), meters_per_fog,
+                    sum(ml for _, ml in usage) * 50, k, tuple(usage))
+        pub.publish(cloud_summary_topic(p.region, "day", key), encode_partial(p), qos=1).wait_for_publish(10)
+
+    stop = threading.Event()
+    try:
+        for i in range(fogs):
+            send(i)
+        deadline = time.monotonic() + 30
+        while len(cloud.view.partials("day", key)) < fogs:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cloud did not take the fogs' partials")
+            time.sleep(0.05)
+
+        def churn() -> None:
+            while not stop.wait(0.1):
+                send(rng.randrange(fogs))
+
+        conn = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=10)
+        _latencies(conn, "/api/v1/city/ranking?n=10", 200)
+        floor = _latencies(conn, "/api/v1/health", count)
+        accepted0 = cloud.accepted
+        threading.Thread(target=churn, daemon=True).start()
+        results = {"fogs": fogs, "meters": fogs * meters_per_fog, "k": k, "requests_each": count,
+                   "health_p99_ms": round(_pct(floor, 99), 3), "goal_p99_ms": 10.0, "cases": {}}
+        for n in (10, 100, 1000):
+            path = f"/api/v1/city/ranking?n={n}"
+            lat = _latencies(conn, path, count)
+            p99 = _pct(lat, 99)
+            results["cases"][path] = {"p50_ms": round(_pct(lat, 50), 3), "p99_ms": round(p99, 3),
+                                      "p99_ratio_vs_health": round(p99 / _pct(floor, 99), 2)}
+            log(f"  {path:34s} p50 {_pct(lat, 50):6.2f} ms  p99 {p99:6.2f} ms  "
+                f"(health p99 {_pct(floor, 99):.2f} ms, ratio {p99 / _pct(floor, 99):.2f})")
+        results["partials_during_run"] = cloud.accepted - accepted0
+        return results
+    finally:
+        stop.set()
+        pub.disconnect()
+        pub.loop_stop()
+        cloud.stop()
+        broker.stop()
 
 
 # ------------------------------------------------------------------ ingest
@@ -239,7 +313,7 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("ingest", "ranking", "heap"))
+    ap.add_argument("--only", choices=("ingest", "ranking", "city", "heap"))
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--meters", default="1000,10000",
                     help="meters in the ingest backlog; a comma-separated list runs one benchmark each")
@@ -260,6 +334,8 @@ def main() -> int:
                 results["ingest"].append(bench_ingest(work / f"ingest{i}", args.readings, meters))
         if args.only in (None, "ranking"):
             results["ranking"] = bench_ranking(work, args.ranking_meters, args.requests)
+        if args.only in (None, "city"):
+            results["city"] = bench_city(work, 10, 100_000, 1000, args.requests)
         if args.only in (None, "heap"):
             results["heap"] = heap.measure()
     out = Path(args.out)
@@ -277,6 +353,12 @@ def main() -> int:
         for path, c in r["cases"].items():
             print(f"| ranking, {r['meters']} meters, {path.split('?')[1]} | p99 {c['p99_ms']} ms | "
                   f"health p99 {r['health_p99_ms']} ms | {c['p99_ratio_vs_health']} | p99 <= 10 ms |")
+    if "city" in results:
+        r = results["city"]
+        for path, c in r["cases"].items():
+            print(f"| city ranking at the cloud, {r['fogs']} fogs x {r['meters'] // r['fogs']} meters, "
+                  f"{path.split('?')[1]} | p99 {c['p99_ms']} ms | health p99 {r['health_p99_ms']} ms | "
+                  f"{c['p99_ratio_vs_health']} | p99 <= 10 ms |")
     if "heap" in results:
         print(heap.row(results["heap"]))
     print(f"\nwritten to {out}")

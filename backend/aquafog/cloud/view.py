@@ -4,14 +4,17 @@ merged answers (federation.py says why they are exact), cached until a partial c
 from __future__ import annotations
 
 import threading
+from itertools import chain
 
-from ..federation import MAX_K, Partial, city_mean, exact_limit, merge_top
+from ..federation import MAX_K, Partial, city_mean, exact_limit
 
 
 class CityView:
     def __init__(self):
         self._lock = threading.Lock()
         self._parts: dict[tuple[str, str], dict[str, Partial]] = {}  # (period, key) -> region -> partial
+        # the same top lists as sort keys (-ml, meter, region), made once per partial
+        self._runs: dict[tuple[str, str], dict[str, list]] = {}
         self._merged: dict[tuple[str, str], tuple[list, int]] = {}   # (period, key) -> (top, exact limit)
         self._version: dict[tuple[str, str], int] = {}  # bumped by every kept partial
         self.regions: dict[str, int] = {}  # region -> ts_ms of its newest partial
@@ -24,6 +27,7 @@ class CityView:
             if old is not None and old.seq >= p.seq:
                 return False
             per[p.region] = p
+            self._runs.setdefault((p.period, p.key), {})[p.region] = [(-ml, m, p.region) for m, ml in p.top]
             self._merged.pop((p.period, p.key), None)
             self._version[(p.period, p.key)] = self._version.get((p.period, p.key), 0) + 1
             self.regions[p.region] = max(self.regions.get(p.region, 0), p.ts_ms)
@@ -40,9 +44,11 @@ class CityView:
             if hit is not None:
                 return hit
             parts = list(self._parts.get((period, key), {}).values())
+            runs = list(self._runs.get((period, key), {}).values())
             version = self._version.get((period, key), 0)
         limit = exact_limit(parts) if parts else MAX_K
-        merged = (merge_top(parts, min(limit, sum(len(p.top) for p in parts))), limit)
+        # Timsort finds the fogs' sorted runs and merges them: same answer as federation.merge_top
+        merged = ([(m, -neg, r) for neg, m, r in sorted(chain.from_iterable(runs))[:limit]], limit)
         with self._lock:
             if self._version.get((period, key), 0) == version:  # no partial arrived meanwhile
                 self._merged[(period, key)] = merged
