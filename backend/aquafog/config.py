@@ -184,12 +184,14 @@ class CloudConfig(_Loadable):
     http_host: str = "127.0.0.1"
     http_port: int = 8090
     http_threads: int = 8
+    # commands routed to a fog expire (and are never applied) after this long
+    command_ttl_s: int = 24 * 3600
     log_level: str = "INFO"
 
     def validate(self) -> list[str]:
         errors = []
         for name, lo, hi in (("mqtt_port", 1, 65535), ("http_port", 0, 65535), ("http_threads", 1, 256),
-                             ("session_expiry_s", 60, 2**32 - 1)):
+                             ("session_expiry_s", 60, 2**32 - 1), ("command_ttl_s", 1, 30 * 86_400)):
             v = getattr(self, name)
             if not lo <= v <= hi:
                 errors.append(f"{name}: must be between {lo} and {hi}, got {v}")

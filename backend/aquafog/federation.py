@@ -158,3 +158,138 @@ def city_mean(partials: Iterable[Partial]) -> tuple[int, int]:
         total += p.sum_ml
         count += p.meters
     return total, count
+
+
+# --------------------------------------------------------------------------- directory
+# A fog's registered meters, in chunks (a retained message each), so the cloud knows which
+# fog owns which meter: aquafog-fog/summary/directory/<chunk>. A new `seq` replaces the
+# whole set once all its chunks are in.
+DIRECTORY_CHUNK = 10_000
+STATUSES = ("queued", "sent", "applied", "failed", "expired", "rejected")
+COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+@dataclass(frozen=True)
+class DirectoryChunk:
+    region: str
+    seq: int
+    chunk: int
+    chunks: int
+    meters: tuple[str, ...]
+
+
+def encode_directory(d: DirectoryChunk) -> bytes:
+    return json.dumps({"v": 1, "region": d.region, "seq": d.seq, "chunk": d.chunk, "chunks": d.chunks,
+                       "meters": list(d.meters)}, separators=(",", ":")).encode()
+
+
+def decode_directory(payload: bytes, region_from_topic: str) -> DirectoryChunk | Reject:
+    obj = _object(payload)
+    if isinstance(obj, Reject):
+        return obj
+    if obj.get("region") != region_from_topic:
+        return _rej("region_mismatch", "region", f"region {obj.get('region')!r} on the topic of {region_from_topic!r}")
+    vals = {}
+    for name, hi in (("seq", MAX_ML), ("chunk", 10**6), ("chunks", 10**6)):
+        v = _count(obj, name, hi)
+        if isinstance(v, Reject):
+            return v
+        vals[name] = v
+    if not vals["chunk"] < vals["chunks"]:
+        return _rej("bad_field", "chunk", "chunk must be below chunks")
+    meters = obj.get("meters")
+    if (not isinstance(meters, list) or len(meters) > DIRECTORY_CHUNK
+            or not all(isinstance(m, str) and METER_RE.fullmatch(m) for m in meters)):
+        return _rej("bad_field", "meters", f"meters must be a list of at most {DIRECTORY_CHUNK} meter ids")
+    return DirectoryChunk(region_from_topic, vals["seq"], vals["chunk"], vals["chunks"], tuple(meters))
+
+
+# --------------------------------------------------------------------------- commands
+# cloud -> fog: aquafog-city/fogs/<region>/cmnd/valve (the fog sees aquafog-fog/cmnd/valve)
+# fog -> cloud: aquafog-fog/summary/command/<id>, the command's status in the fog's ledger
+
+@dataclass(frozen=True)
+class CloudCommand:
+    id: str
+    meter: str
+    state: str
+    reason: str | None
+    expires_ms: int
+
+
+@dataclass(frozen=True)
+class CommandStatus:
+    region: str
+    id: str
+    meter: str
+    state: str
+    status: str
+    error: str | None
+
+
+def encode_command(c: CloudCommand) -> bytes:
+    return json.dumps({"v": 1, "id": c.id, "meter": c.meter, "state": c.state, "reason": c.reason,
+                       "expires_ms": c.expires_ms}, separators=(",", ":")).encode()
+
+
+def _object(payload: bytes) -> dict | Reject:
+    if len(payload) > MAX_PARTIAL_BYTES:
+        return _rej("too_large", "", f"{len(payload)} bytes, at most {MAX_PARTIAL_BYTES}")
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return _rej("not_json", "", "the payload is not JSON")
+    if not isinstance(obj, dict):
+        return _rej("not_object", "", "the payload must be a JSON object")
+    if obj.get("v") != WIRE_VERSION or type(obj.get("v")) is not int:
+        return _rej("unsupported_version", "v", f"v must be {WIRE_VERSION}")
+    return obj
+
+
+def _common(obj: dict) -> tuple[str, str, str] | Reject:
+    cid, meter, state = obj.get("id"), obj.get("meter"), obj.get("state")
+    if not isinstance(cid, str) or not COMMAND_ID_RE.fullmatch(cid):
+        return _rej("bad_field", "id", "id must be 1-64 of A-Z a-z 0-9 _ . : -")
+    if not isinstance(meter, str) or not METER_RE.fullmatch(meter):
+        return _rej("bad_field", "meter", "meter must be a meter id")
+    if state not in ("open", "closed"):
+        return _rej("bad_field", "state", "state must be open or closed")
+    return cid, meter, state
+
+
+def decode_command(payload: bytes) -> CloudCommand | Reject:
+    obj = _object(payload)
+    if isinstance(obj, Reject):
+        return obj
+    common = _common(obj)
+    if isinstance(common, Reject):
+        return common
+    reason = obj.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
+        return _rej("bad_field", "reason", "reason must be a text of at most 200 characters")
+    expires = _count(obj, "expires_ms", MAX_ML)
+    if isinstance(expires, Reject):
+        return expires
+    return CloudCommand(*common, reason, expires)
+
+
+def encode_status(s: CommandStatus) -> bytes:
+    return json.dumps({"v": 1, "region": s.region, "id": s.id, "meter": s.meter, "state": s.state,
+                       "status": s.status, "error": s.error}, separators=(",", ":")).encode()
+
+
+def decode_status(payload: bytes, region_from_topic: str) -> CommandStatus | Reject:
+    obj = _object(payload)
+    if isinstance(obj, Reject):
+        return obj
+    if obj.get("region") != region_from_topic:
+        return _rej("region_mismatch", "region", f"region {obj.get('region')!r} on the topic of {region_from_topic!r}")
+    common = _common(obj)
+    if isinstance(common, Reject):
+        return common
+    if obj.get("status") not in STATUSES:
+        return _rej("bad_field", "status", f"status must be one of {', '.join(STATUSES)}")
+    err = obj.get("error")
+    if err is not None and not isinstance(err, str):
+        return _rej("bad_field", "error", "error must be a text or null")
+    return CommandStatus(region_from_topic, *common, obj["status"], None if err is None else err[:300])

@@ -165,3 +165,59 @@ def test_city_ranking_and_mean_equal_the_truth_and_survive_a_cloud_broker_outage
     status, body = get(f"{api}/city/mean")
     assert body["sum_ml"] == sum(ml for _, ml in truth_ranking(fogs))
     assert cloud.rejected == {} and cloud.accepted > 0
+
+
+def post(url: str, body: dict):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_block_at_the_cloud_reaches_the_meter_in_its_fog_and_is_confirmed_applied(city, tmp_path):
+    from emulator import Fleet
+
+    _, cloud, fogs = city
+    api = f"http://127.0.0.1:{cloud.http_port}/api/v1"
+    south = next(f for f in fogs if f.region == "south")
+    ids = ["semu01", "semu02"]
+    south.gateway.register(ids)
+    fleet = Fleet("127.0.0.1", south.broker.port, ids, seed=5, speed=1.0, start_epoch=time.time() - 5,
+                  fs_root=tmp_path / "flash")
+    fleet.start()
+    try:
+        for m in ids:
+            south.gateway.wait_for(lambda m=m: south.gateway.get(f"/meters/{m}")["online"], f"{m} online")
+        # the directory: every fog's meters, the new ones included
+        wait_for(lambda: get(f"{api}/meters/semu01")[0] == 200, "semu01 in the cloud's directory")
+        assert get(f"{api}/meters/semu01")[1] == {"meter": "semu01", "region": "south"}
+        assert get(f"{api}/meters/n0003")[1]["region"] == "north"
+
+        status, body = post(f"{api}/meters/semu01/valve", {"state": "closed", "command_id": "city-block-1",
+                                                            "reason": "above the city mean"})
+        assert status == 202 and body["command"]["region"] == "south" and body["command"]["status"] == "routed"
+        final = wait_for(lambda: (c := get(f"{api}/commands/city-block-1")[1]["command"])["status"] == "applied"
+                         and c, "the meter to confirm the block")
+        assert final["error"] is None
+        meter = fleet.meter("semu01")
+        assert meter.relay_closed and meter.valve == "closed"
+        assert not fleet.meter("semu02").relay_closed
+        # the fog's own ledger has it, from the cloud, applied
+        fog_cmd = south.gateway.get("/commands/city-block-1")["command"]
+        assert (fog_cmd["origin"], fog_cmd["status"], fog_cmd["meter"]) == ("cloud", "applied", "semu01")
+
+        # the same command again is the same command; another state under its id is a conflict
+        assert post(f"{api}/meters/semu01/valve", {"state": "closed", "command_id": "city-block-1"})[0] == 200
+        status, body = post(f"{api}/meters/semu01/valve", {"state": "open", "command_id": "city-block-1"})
+        assert status == 409 and body["error"]["field"] == "command_id"
+        # an unknown meter, a bad state
+        status, body = post(f"{api}/meters/zz9999/valve", {"state": "closed"})
+        assert status == 404 and "directory" in body["error"]["message"]
+        status, body = post(f"{api}/meters/semu01/valve", {"state": "ajar"})
+        assert status == 400 and body["error"]["field"] == "state"
+        assert get(f"{api}/commands/nope")[0] == 404
+    finally:
+        fleet.stop()

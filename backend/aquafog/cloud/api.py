@@ -8,10 +8,13 @@ from flask import Flask, jsonify
 
 from ..api import errors
 from ..api.errors import bad_request
-from ..api.params import arg_enum, arg_int
+from ..api.errors import ApiError, not_found
+from ..api.params import arg_enum, arg_int, json_object
+from ..protocol import COMMAND_ID_RE, METER_ID_RE
 from ..config import CloudConfig
 from ..federation import MAX_K, period_key
 from ..periods import Calendar, day_key
+from . import RoutingError
 
 PERIODS = {"today": "day", "month": "month"}
 
@@ -71,4 +74,44 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
     def fogs():
         return jsonify({"items": [{"region": r, "last_partial_ms": ts} for r, ts in sorted(cloud.view.regions.items())]})
 
+    @app.get("/api/v1/meters/<meter_id>")
+    def meter(meter_id: str):
+        region = cloud.directory.get(meter_id) if METER_ID_RE.fullmatch(meter_id) else None
+        if region is None:
+            raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
+        return jsonify({"meter": meter_id, "region": region})
+
+    @app.post("/api/v1/meters/<meter_id>/valve")
+    def valve(meter_id: str):
+        body = json_object({"state": str, "reason": str, "command_id": str})
+        state = body.get("state")
+        if state not in ("open", "closed"):
+            raise bad_request("state is required: \"open\" or \"closed\"", "state")
+        reason = body.get("reason")
+        if reason is not None and len(reason) > 200:
+            raise bad_request("reason must be at most 200 characters", "reason")
+        cid = body.get("command_id")
+        if cid is not None and not COMMAND_ID_RE.fullmatch(cid):
+            raise bad_request("command_id must be 1-64 of A-Z a-z 0-9 _ . : -", "command_id")
+        if not METER_ID_RE.fullmatch(meter_id):
+            raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
+        try:
+            row, created = cloud.route_valve(meter_id, state, reason, cid)
+        except RoutingError as e:
+            raise ApiError(e.status, e.code, e.message, e.field) from None
+        return jsonify({"command": _command(row)}), 202 if created else 200
+
+    @app.get("/api/v1/commands/<command_id>")
+    def command(command_id: str):
+        row = cloud.command(command_id) if COMMAND_ID_RE.fullmatch(command_id) else None
+        if row is None:
+            raise not_found(f"no command {command_id[:64]!r} was routed by this cloud")
+        return jsonify({"command": _command(row)})
+
     return app
+
+
+def _command(r: dict) -> dict:
+    return {"id": r["id"], "meter": r["meter"], "region": r["region"], "state": r["state"], "reason": r["reason"],
+            "status": r["status"], "error": r["error"], "created_ms": r["created_ms"], "updated_ms": r["updated_ms"],
+            "expires_ms": r["expires_ms"]}

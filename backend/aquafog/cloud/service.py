@@ -26,17 +26,21 @@ from waitress.server import create_server
 from .. import __version__
 from ..bridge import cloud_summary_filter, parse_cloud_summary_topic
 from ..config import CloudConfig
-from ..federation import decode_partial
+from ..bridge import cloud_command_topic
+from ..federation import CloudCommand, decode_directory, decode_partial, decode_status, encode_command
 from ..protocol import Reject
+from . import RoutingError
 from .api import create_cloud_app
-from .store import load_partials, open_cloud_engine, save_partial
+from .store import (cloud_commands, load_directory, load_partials, open_cloud_engine, replace_region_directory,
+                    save_partial)
 from .view import CityView
 
 log = logging.getLogger("aquafog.cloud")
 
 
 def parse_summary_topic(topic: str) -> tuple[str, str, str] | None:
-    """(region, period, key) of aquafog-city/fogs/<region>/summary/<period>/<key>."""
+    """(region, kind, name) of aquafog-city/fogs/<region>/summary/<kind>/<name>: kind is a
+    period (day, month; name its key), "directory" (name the chunk) or "command" (its id)."""
     try:
         region, levels = parse_cloud_summary_topic(topic)
     except ValueError:
@@ -52,11 +56,14 @@ class Cloud:
         with self.engine.connect() as conn:
             for p in load_partials(conn):  # a restarted cloud answers at once
                 self.view.put(p)
+            self.directory: dict[str, str] = load_directory(conn)  # meter -> region
+        self._chunks: dict[str, tuple[int, dict[int, tuple[str, ...]]]] = {}  # region -> (seq, chunks so far)
         self.inbox: queue.Queue = queue.Queue()
         self.accepted = 0
         self.stale = 0
         self.rejected: Counter = Counter()
         self.store_error: str | None = None
+        self.lock = threading.Lock()
         self.started_at = time.time()
         self.done = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id, protocol=mqtt.MQTTv5)
@@ -88,6 +95,12 @@ class Cloud:
             return
         if not payload:
             return  # a retained partial cleared by its fog
+        if where[1] == "directory":
+            self._directory_chunk(where[0], payload)
+            return
+        if where[1] == "command":
+            self._command_status(where[0], where[2], payload)
+            return
         p = decode_partial(payload, where[0])
         if isinstance(p, Reject):
             self._reject(p, topic)
@@ -107,6 +120,79 @@ class Cloud:
             self.accepted += 1
         else:
             self.stale += 1
+
+    def _directory_chunk(self, region: str, payload: bytes) -> None:
+        d = decode_directory(payload, region)
+        if isinstance(d, Reject):
+            self._reject(d)
+            return
+        seq, chunks = self._chunks.get(region, (-1, {}))
+        if d.seq < seq:
+            self.stale += 1
+            return
+        if d.seq > seq:
+            seq, chunks = d.seq, {}
+        chunks[d.chunk] = d.meters
+        self._chunks[region] = (seq, chunks)
+        if len(chunks) < d.chunks:
+            return  # the rest of this version is on its way
+        members = [m for i in range(d.chunks) for m in chunks.get(i, ())]
+        with self.engine.begin() as conn:
+            replace_region_directory(conn, region, members)
+        with self.lock:
+            for m in [m for m, r in self.directory.items() if r == region]:
+                del self.directory[m]
+            for m in members:
+                self.directory[m] = region
+        self.view.regions.setdefault(region, 0)
+
+    def _command_status(self, region: str, cid: str, payload: bytes) -> None:
+        s = decode_status(payload, region)
+        if isinstance(s, Reject):
+            self._reject(s)
+            return
+        c = cloud_commands.c
+        with self.engine.begin() as conn:
+            n = conn.execute(cloud_commands.update().where(c.id == s.id, c.region == region).values(
+                status=s.status, error=s.error, updated_ms=int(time.time() * 1000))).rowcount
+        if not n:
+            self._reject(Reject("unknown_command", "id", f"no command {s.id!r} was routed to {region!r}"))
+
+    # --- commands to a fog -----------------------------------------------------------------
+    def route_valve(self, meter: str, state: str, reason: str | None, command_id: str | None) -> tuple[dict, bool]:
+        """Record the command and publish it to the owning fog; (command, created)."""
+        region = self.directory.get(meter)
+        if region is None:
+            raise RoutingError(404, "not_found", f"meter {meter!r} is in no fog's directory: check the id, or that "
+                                                 "its fog is registered and has reported (GET /api/v1/fogs)")
+        c = cloud_commands.c
+        now = int(time.time() * 1000)
+        cid = command_id or f"c-{now:x}-{meter}"
+        with self.engine.begin() as conn:
+            old = conn.execute(cloud_commands.select().where(c.id == cid)).mappings().first()
+            if old is not None:
+                if (old["meter"], old["state"]) != (meter, state):
+                    raise RoutingError(409, "conflict", f"command_id {cid!r} was already used for meter "
+                                                        f"{old['meter']} ({old['state']})", "command_id")
+                return dict(old), False
+            row = {"id": cid, "meter": meter, "region": region, "state": state, "reason": reason,
+                   "status": "routed", "error": None, "created_ms": now, "updated_ms": now,
+                   "expires_ms": now + self.cfg.command_ttl_s * 1000}
+            conn.execute(cloud_commands.insert().values(**row))
+        info = self.client.publish(cloud_command_topic(region, "valve"), encode_command(
+            CloudCommand(cid, meter, state, reason, row["expires_ms"])), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            with self.engine.begin() as conn:
+                conn.execute(cloud_commands.update().where(c.id == cid).values(
+                    status="failed", error="the cloud broker is unreachable", updated_ms=now))
+            raise RoutingError(503, "unavailable", "the cloud broker is unreachable: the command was not sent; "
+                                                   "retry when GET /api/v1/health is ok")
+        return row, True
+
+    def command(self, cid: str) -> dict | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(cloud_commands.select().where(cloud_commands.c.id == cid)).mappings().first()
+        return None if r is None else dict(r)
 
     def _reject(self, r: Reject, topic: str = "") -> None:
         self.rejected[r.reason] += 1

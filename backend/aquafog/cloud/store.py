@@ -81,3 +81,39 @@ def load_partials(conn: Connection, period: str | None = None, key: str | None =
         out.append(Partial(r["region"], r["period"], r["key"], r["seq"], r["ts_ms"], r["meters"], r["sum_ml"],
                            r["k"], tuple((m, ml) for m, ml in json.loads(r["top"]))))
     return out
+
+
+# which fog owns which meter, from the fogs' directories
+meter_directory = Table(
+    "meter_directory", metadata,
+    Column("meter", String(32), primary_key=True),
+    Column("region", String(32), nullable=False, index=True),
+)
+
+# valve commands routed to a fog; status is the fog ledger's, as the fog reports it
+cloud_commands = Table(
+    "cloud_commands", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("meter", String(32), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("reason", Text),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+)
+
+
+def replace_region_directory(conn: Connection, region: str, meters: list[str]) -> None:
+    """The region's meters are exactly `meters` (a meter that moved fogs moves with it)."""
+    conn.execute(meter_directory.delete().where(meter_directory.c.region == region))
+    for i in range(0, len(meters), 5000):  # SQLite takes at most 32766 parameters a statement
+        part = meters[i:i + 5000]
+        conn.execute(meter_directory.delete().where(meter_directory.c.meter.in_(part)))
+        conn.execute(meter_directory.insert(), [{"meter": m, "region": region} for m in part])
+
+
+def load_directory(conn: Connection) -> dict[str, str]:
+    return dict(conn.execute(select(meter_directory.c.meter, meter_directory.c.region)).all())

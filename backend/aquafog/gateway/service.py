@@ -6,7 +6,7 @@ Processes and threads:
     core: pipe reader  pipe -> writer queue
           writer       decode, account, commit, PUBACK, ack meters, command ledger
           publisher    paho loop of the outgoing connection
-          summary      the fog's partials for the cloud (with a region), its own connection
+          cloudlink    partials, directory and cloud commands (with a region), its own connection
           http         waitress serving the Flask API (reads the store directly)
 """
 
@@ -28,7 +28,7 @@ from ..protocol import Topics
 from ..store.engine import open_engine
 from .publisher import Publisher
 from .receiver import ReceiverSettings, receiver_main
-from .summary import Summarizer
+from .cloudlink import CloudLink
 from .writer import Writer
 
 log = logging.getLogger("aquafog.gateway")
@@ -53,7 +53,7 @@ class Gateway:
         self.receiver = ctx.Process(target=receiver_main, args=(settings, rx_in, ack_out),
                                     name="aquafog-receiver", daemon=True)
         self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in)
-        self.summarizer = Summarizer(cfg, self.engine) if cfg.region else None
+        self.cloudlink = CloudLink(cfg, self.engine, self.writer) if cfg.region else None
         self.app = create_app(cfg, self.engine, self)
         self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
                                   ident="aquafog")
@@ -80,8 +80,8 @@ class Gateway:
             problems.append(s.store_error)
         if self.writer.fatal:
             problems.append(self.writer.fatal)
-        if self.summarizer is not None and self.summarizer.last_error:
-            problems.append(self.summarizer.last_error)
+        if self.cloudlink is not None and self.cloudlink.last_error:
+            problems.append(self.cloudlink.last_error)
         return {
             "status": "ok" if not problems else "degraded",
             "problems": problems,
@@ -111,8 +111,8 @@ class Gateway:
         self.receiver.start()
         self.publisher.start()
         self.writer.start()
-        if self.summarizer is not None:
-            self.summarizer.start()
+        if self.cloudlink is not None:
+            self.cloudlink.start()
         threading.Thread(target=self._pipe_reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self.http.run, name="http", daemon=True).start()
         log.info("AquaFog gateway %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
@@ -125,8 +125,8 @@ class Gateway:
         self.done.set()
         log.info("stopping")
         self.http.close()
-        if self.summarizer is not None:
-            self.summarizer.stop()
+        if self.cloudlink is not None:
+            self.cloudlink.stop()
         self.writer.stop()           # commits what it holds and PUBACKs it
         try:
             self._ack_in.send(("stop",))

@@ -103,14 +103,15 @@ class Writer(threading.Thread):
         self.events.put(("call", fn, fut))
         return fut.result(timeout)
 
-    def submit_valve(self, meter: str, state: str, reason: str | None, command_id: str | None):
+    def submit_valve(self, meter: str, state: str, reason: str | None, command_id: str | None,
+                     origin: str = "api"):
         def fn(conn):
             st = self._meter(conn, meter)
             if st is None:
                 raise UnknownMeter(
                     f"meter {meter!r} is not registered at this gateway; list meters with GET /api/v1/meters "
                     f"or register it with `aquafog meter add {meter}`", None)
-            row, created, pubs = self.ledger.submit(conn, st, state, reason, command_id, "api", _now_ms())
+            row, created, pubs = self.ledger.submit(conn, st, state, reason, command_id, origin, _now_ms())
             return (row, created), pubs
         return self.call(fn)
 

@@ -98,7 +98,7 @@ commands = Table(
     Column("kind", String(16), nullable=False),           # "valve"
     Column("state", String(8), nullable=False),           # requested valve state
     Column("reason", Text),
-    Column("origin", String(16), nullable=False),         # "api" | "reconcile" | "meter"
+    Column("origin", String(16), nullable=False),         # "api" | "cloud" | "reconcile" | "meter"
     Column("status", String(10), nullable=False),         # queued|sent|applied|failed|expired
     Column("error", Text),
     Column("attempts", Integer, nullable=False, default=0),
