@@ -81,8 +81,8 @@ def _count(obj: dict, key: str, hi: int) -> int | Reject:
     return v
 
 
-def decode_partial(payload: bytes, region_from_topic: str | None = None) -> Partial | Reject:
-    """A partial, or a Reject naming the field and the problem (never raises)."""
+def _object(payload: bytes) -> dict | Reject:
+    """The payload as a JSON object of wire version 1, or the Reject saying why not."""
     if len(payload) > MAX_PARTIAL_BYTES:
         return _rej("too_large", "", f"{len(payload)} bytes, at most {MAX_PARTIAL_BYTES}")
     try:
@@ -93,6 +93,14 @@ def decode_partial(payload: bytes, region_from_topic: str | None = None) -> Part
         return _rej("not_object", "", "the payload must be a JSON object")
     if obj.get("v") != WIRE_VERSION or type(obj.get("v")) is not int:
         return _rej("unsupported_version", "v", f"v must be {WIRE_VERSION}, got {obj.get('v')!r}"[:200])
+    return obj
+
+
+def decode_partial(payload: bytes, region_from_topic: str | None = None) -> Partial | Reject:
+    """A partial, or a Reject naming the field and the problem (never raises)."""
+    obj = _object(payload)
+    if isinstance(obj, Reject):
+        return obj
     region = obj.get("region")
     if not isinstance(region, str) or not REGION_RE.fullmatch(region):
         return _rej("bad_field", "region", "region must be 1-32 of a-z 0-9 _ - starting with a letter or digit")
@@ -230,20 +238,6 @@ class CommandStatus:
 def encode_command(c: CloudCommand) -> bytes:
     return json.dumps({"v": 1, "id": c.id, "meter": c.meter, "state": c.state, "reason": c.reason,
                        "expires_ms": c.expires_ms}, separators=(",", ":")).encode()
-
-
-def _object(payload: bytes) -> dict | Reject:
-    if len(payload) > MAX_PARTIAL_BYTES:
-        return _rej("too_large", "", f"{len(payload)} bytes, at most {MAX_PARTIAL_BYTES}")
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return _rej("not_json", "", "the payload is not JSON")
-    if not isinstance(obj, dict):
-        return _rej("not_object", "", "the payload must be a JSON object")
-    if obj.get("v") != WIRE_VERSION or type(obj.get("v")) is not int:
-        return _rej("unsupported_version", "v", f"v must be {WIRE_VERSION}")
-    return obj
 
 
 def _common(obj: dict) -> tuple[str, str, str] | Reject:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import urllib.error
-import urllib.request
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -25,6 +23,7 @@ from aquafog.config import CloudConfig
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
 from .gatewayproc import GatewayProcess
+from .httpjson import get, post, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,23 +74,6 @@ class Fog:
         self.broker.stop()
 
 
-def get(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def wait_for(pred, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -166,15 +148,6 @@ def test_city_ranking_and_mean_equal_the_truth_and_survive_a_cloud_broker_outage
     assert body["sum_ml"] == sum(ml for _, ml in truth_ranking(fogs))
     assert cloud.rejected == {} and cloud.accepted > 0
 
-
-def post(url: str, body: dict):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def test_a_block_at_the_cloud_reaches_the_meter_in_its_fog_and_is_confirmed_applied(city, tmp_path):

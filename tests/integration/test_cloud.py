@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -22,26 +20,13 @@ from aquafog.federation import Partial, encode_partial, period_key
 from aquafog.periods import Calendar, day_key
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
+from .httpjson import get, wait_for
+
 pytestmark = pytest.mark.integration
 
 TODAY = period_key("day", day_key(Calendar("UTC").today(time.time())))
 
 
-def get(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def wait_for(pred, what: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (value := pred()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 def partial(region: str, seq: int, top, meters: int = 10, extra_ml: int = 0) -> Partial:
