@@ -46,7 +46,7 @@ def cloud_rig(tmp_path, db_url):
     def start() -> Cloud:
         c = Cloud(CloudConfig(db_url=db_url, mqtt_port=broker.port, http_port=free_port())).start()
         made.append(c)
-        wait_for(lambda: c.client.is_connected(), "cloud connected")
+        assert c.subscribed.wait(10), "the cloud did not subscribe to the fogs' summaries"
         return c
 
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fog-bridge-stand-in")

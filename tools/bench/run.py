@@ -82,6 +82,8 @@ def bench_city(workdir: Path, fogs: int, meters_per_fog: int, k: int, count: int
     broker = LocalBroker(workdir / "broker-city").start()
     cloud = Cloud(CloudConfig(db_url=f"sqlite:///{workdir / 'cloud.db'}", mqtt_port=broker.port,
                               http_port=free_port(), log_level="WARNING")).start()
+    if not cloud.subscribed.wait(10):
+        raise RuntimeError("the cloud did not subscribe to the fogs' summaries")
     rng = random.Random(1)
     key = period_key("day", day_key(Calendar("UTC").today(time.time())))
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-fogs")

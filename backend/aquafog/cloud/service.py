@@ -64,6 +64,7 @@ class Cloud:
         self.rejected: Counter = Counter()
         self.store_error: str | None = None
         self.lock = threading.Lock()
+        self.subscribed = threading.Event()  # the fogs' summaries are coming in
         self.started_at = time.time()
         self.done = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id, protocol=mqtt.MQTTv5)
@@ -71,6 +72,7 @@ class Cloud:
             c.username_pw_set(cfg.mqtt_username, cfg.mqtt_password or None)
         c.reconnect_delay_set(0.2, 5)
         c.on_connect = self._on_connect
+        c.on_subscribe = lambda *_: self.subscribed.set()
         c.on_message = lambda _c, _u, msg: self.inbox.put((msg.topic, msg.payload))
         self.client = c
         self.app = create_cloud_app(cfg, self)
@@ -85,6 +87,7 @@ class Cloud:
         if reason_code.is_failure:
             log.error("the cloud broker refused the connection: %s", reason_code)
             return
+        self.subscribed.clear()
         client.subscribe(cloud_summary_filter(), qos=1)
 
     # --- ingest ---------------------------------------------------------------------------
@@ -228,11 +231,18 @@ class Cloud:
                                   properties=props)
         self.client.loop_start()
         threading.Thread(target=self._work, name="cloud-worker", daemon=True).start()
-        threading.Thread(target=self.http.run, name="http", daemon=True).start()
+        threading.Thread(target=self._serve, name="http", daemon=True).start()
         log.info("AquaFog cloud %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
                  self.cfg.http_host, self.http_port, self.cfg.mqtt_host, self.cfg.mqtt_port,
                  self.engine.url.render_as_string(hide_password=True))
         return self
+
+    def _serve(self) -> None:
+        try:
+            self.http.run()
+        except OSError:  # stop() closed the listening socket under the loop's select()
+            if not self.done.is_set():
+                raise
 
     def stop(self) -> None:
         if self.done.is_set():
