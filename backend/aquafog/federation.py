@@ -287,3 +287,43 @@ def decode_status(payload: bytes, region_from_topic: str) -> CommandStatus | Rej
     if err is not None and not isinstance(err, str):
         return _rej("bad_field", "error", "error must be a text or null")
     return CommandStatus(region_from_topic, *common, obj["status"], None if err is None else err[:300])
+
+
+# --------------------------------------------------------------------------- city figures
+# cloud -> every fog: aquafog-city/city/mean/<period> (the fog sees aquafog-fog/city/mean/<period>),
+# retained; what the fogs' policies compare with, and keep using while the link is down.
+
+@dataclass(frozen=True)
+class CityMean:
+    period: str
+    key: str
+    meters: int
+    sum_ml: int
+    regions: tuple[str, ...]
+    ts_ms: int
+
+
+def encode_city_mean(m: CityMean) -> bytes:
+    return json.dumps({"v": 1, "period": m.period, "key": m.key, "meters": m.meters, "sum_ml": m.sum_ml,
+                       "regions": list(m.regions), "ts_ms": m.ts_ms}, separators=(",", ":")).encode()
+
+
+def decode_city_mean(payload: bytes) -> CityMean | Reject:
+    obj = _object(payload)
+    if isinstance(obj, Reject):
+        return obj
+    period, key = obj.get("period"), obj.get("key")
+    if period not in PERIODS:
+        return _rej("bad_field", "period", f"period must be one of {', '.join(PERIODS)}")
+    if not isinstance(key, str) or not _KEY_RE[period].fullmatch(key):
+        return _rej("bad_field", "key", "key must be the period's date")
+    vals = {}
+    for name, hi in (("meters", 10**12), ("sum_ml", MAX_ML), ("ts_ms", MAX_ML)):
+        v = _count(obj, name, hi)
+        if isinstance(v, Reject):
+            return v
+        vals[name] = v
+    regions = obj.get("regions")
+    if not isinstance(regions, list) or not all(isinstance(r, str) and REGION_RE.fullmatch(r) for r in regions):
+        return _rej("bad_field", "regions", "regions must be a list of region names")
+    return CityMean(period, key, vals["meters"], vals["sum_ml"], tuple(regions), vals["ts_ms"])

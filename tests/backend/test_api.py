@@ -36,6 +36,9 @@ class FakeServices:
     def health(self):
         return {"status": "ok" if self.healthy else "degraded", "problems": [] if self.healthy else ["x"]}
 
+    def city_mean(self, period):
+        return None  # a fog without a region: nothing from the cloud
+
 
 @pytest.fixture
 def env(tmp_path):
@@ -205,3 +208,10 @@ def test_operator_command_ids_cannot_take_the_meters_local_prefix(env):
     client, services, _ = env
     r = client.post("/api/v1/meters/m001/valve", json={"state": "open", "command_id": "local-aaaaaaaa-1"})
     assert err(r) == (400, "bad_request", "command_id") and services.calls == []
+
+
+def test_a_fog_without_a_region_says_it_has_no_city_mean_and_why(env):
+    client, _, _ = env
+    resp = client.get("/api/v1/city/mean")
+    assert resp.status_code == 404 and "region" in resp.get_json()["error"]["message"]
+    assert err(client.get("/api/v1/city/mean?period=week")) == (400, "bad_request", "period")

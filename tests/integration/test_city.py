@@ -132,6 +132,12 @@ def test_city_ranking_and_mean_equal_the_truth_and_survive_a_cloud_broker_outage
         for f in fogs:
             assert by_region[f.region]["sum_ml"] == sum(f.usage.values())
             assert by_region[f.region]["meters"] == len(f.meters)
+    # every fog hears the city mean from the cloud
+    for f in fogs:
+        body = f.gateway.wait_for(
+            lambda f=f: (m := f.gateway.request("GET", "/city/mean")[1]).get("sum_ml") == sum(ml for _, ml in truth)
+            and m, f"the city mean at {f.region}")
+        assert body["meters"] == len(REGIONS) * (ACTIVE + SILENT) and sorted(body["regions"]) == sorted(REGIONS)
     status, body = get(f"{api}/city/ranking?n={K + 1}")
     assert status == 400 and body["error"]["field"] == "n" and "exact" in body["error"]["message"]
 
@@ -146,6 +152,9 @@ def test_city_ranking_and_mean_equal_the_truth_and_survive_a_cloud_broker_outage
     wait_for(lambda: city_matches(api, fogs), "the city ranking to converge after the outage", timeout=30)
     status, body = get(f"{api}/city/mean")
     assert body["sum_ml"] == sum(ml for _, ml in truth_ranking(fogs))
+    for f in fogs:  # and the fogs hear the new mean
+        f.gateway.wait_for(lambda f=f: f.gateway.request("GET", "/city/mean")[1].get("sum_ml") == body["sum_ml"],
+                           f"the new city mean at {f.region}")
     assert cloud.rejected == {} and cloud.accepted > 0
 
 

@@ -21,6 +21,8 @@ class GatewayServices(Protocol):
 
     def health(self) -> dict[str, Any]: ...
 
+    def city_mean(self, period: str) -> Any: ...
+
 
 @dataclass
 class Context:
@@ -56,8 +58,8 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
         if conn is not None:
             conn.close()
 
-    from . import commands, health, meters, ranking
-    for bp in (meters.bp, ranking.bp, commands.bp, health.bp):
+    from . import city, commands, health, meters, ranking
+    for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
     errors.register(app)
     return app

@@ -26,8 +26,9 @@ from waitress.server import create_server
 from .. import __version__
 from ..bridge import cloud_summary_filter, parse_cloud_summary_topic
 from ..config import CloudConfig
-from ..bridge import cloud_command_topic
-from ..federation import CloudCommand, decode_directory, decode_partial, decode_status, encode_command
+from ..bridge import city_topic, cloud_command_topic
+from ..federation import (CityMean, CloudCommand, decode_directory, decode_partial, decode_status, encode_city_mean,
+                          encode_command)
 from ..protocol import Reject
 from . import RoutingError
 from .api import create_cloud_app
@@ -65,6 +66,7 @@ class Cloud:
         self.store_error: str | None = None
         self.lock = threading.Lock()
         self.subscribed = threading.Event()  # the fogs' summaries are coming in
+        self._broadcast: dict[str, tuple] = {}  # period -> (key, sum, meters) last sent to the fogs
         self.started_at = time.time()
         self.done = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id, protocol=mqtt.MQTTv5)
@@ -121,8 +123,20 @@ class Cloud:
             self.store_error = f"store write failed: {exc}"
         if self.view.put(p):
             self.accepted += 1
+            self._broadcast_mean(p.period, p.key)
         else:
             self.stale += 1
+
+    def _broadcast_mean(self, period: str, key: str) -> None:
+        """The city mean for every fog (retained): their policies compare with it."""
+        total, count, parts = self.view.mean(period, key)
+        figure = (key, total, count)
+        if self._broadcast.get(period) == figure:
+            return
+        m = CityMean(period, key, count, total, tuple(p.region for p in parts), int(time.time() * 1000))
+        info = self.client.publish(city_topic("mean", period), encode_city_mean(m), qos=1, retain=True)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._broadcast[period] = figure
 
     def _directory_chunk(self, region: str, payload: bytes) -> None:
         d = decode_directory(payload, region)

@@ -6,6 +6,9 @@ cloud's aquafog-fog/cmnd/# down. Every `summary_interval_ms`, and only what chan
 - the directory of the fog's registered meters (federation.DirectoryChunk), retained;
 - the ledger status of every command the cloud routed here, QoS 1 (not retained).
 
+Down the link come valve commands and the city mean (kept as the last known one while the
+link is down; GET /api/v1/city/mean on the fog).
+
 A valve command from the cloud goes into the fog's own ledger (origin "cloud"), with the
 same semantics as one from the fog's API: applied only when the meter confirms. One that
 expired while the link was down is answered "expired" and never sent to the meter.
@@ -21,10 +24,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
-from ..bridge import fog_command_filter, fog_command_topic, fog_summary_topic
+from ..bridge import fog_city_filter, fog_city_topic, fog_command_filter, fog_command_topic, fog_summary_topic
 from ..config import GatewayConfig
-from ..federation import (DIRECTORY_CHUNK, CloudCommand, CommandStatus, DirectoryChunk, decode_command,
-                          encode_directory, encode_partial, encode_status)
+from ..federation import (DIRECTORY_CHUNK, CityMean, CloudCommand, CommandStatus, DirectoryChunk,
+                          decode_city_mean, decode_command, encode_directory, encode_partial, encode_status)
 from ..periods import Calendar
 from ..protocol import Reject
 from ..store import queries
@@ -52,6 +55,7 @@ class CloudLink:
         self._directory: tuple[int, int] | None = None  # (meters, max pk) last published
         self._commands: dict[str, tuple[str, str, str | None]] = {}  # cloud command id -> (meter, status, error) sent
         self._inbox: list[bytes] = []
+        self.city_mean: dict[str, CityMean] = {}  # period -> the newest city mean the cloud sent
         self._lock = threading.Lock()
         self._stop = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id + "-cloudlink",
@@ -59,7 +63,7 @@ class CloudLink:
         if cfg.mqtt_username:
             c.username_pw_set(cfg.mqtt_username, cfg.mqtt_password or None)
         c.reconnect_delay_set(0.2, 5)
-        c.on_connect = lambda cl, *_: cl.subscribe(fog_command_filter(), qos=1)
+        c.on_connect = lambda cl, *_: cl.subscribe([(fog_command_filter(), 1), (fog_city_filter(), 1)])
         c.on_message = self._on_message
         self.client = c
         self._thread = threading.Thread(target=self._run, name="cloudlink", daemon=True)
@@ -80,8 +84,16 @@ class CloudLink:
         if msg.topic == fog_command_topic("valve"):
             with self._lock:
                 self._inbox.append(msg.payload)
-        else:
-            self.rejected += 1
+            return
+        for period in ("day", "month"):
+            if msg.topic == fog_city_topic("mean", period):
+                m = decode_city_mean(msg.payload)
+                if isinstance(m, CityMean) and m.period == period:
+                    old = self.city_mean.get(period)
+                    if old is None or (m.key, m.ts_ms) >= (old.key, old.ts_ms):
+                        self.city_mean[period] = m  # kept while the link is down: the last known mean
+                    return
+        self.rejected += 1
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> bool:
         if not self.client.is_connected():

@@ -68,6 +68,10 @@ class Gateway:
     def submit_valve(self, meter, state, reason, command_id):
         return self.writer.submit_valve(meter, state, reason, command_id)
 
+    def city_mean(self, period: str):
+        """The newest city mean from the cloud (kept while the link is down), or None."""
+        return None if self.cloudlink is None else self.cloudlink.city_mean.get(period)
+
     def health(self) -> dict:
         s = self.writer.stats
         lat = sorted(s.batch_latency_ms)
