@@ -31,7 +31,7 @@ CITY = "city"        # city-wide figures the cloud sends to every fog (the city 
 BRIDGE_STATE_TOPIC = FOG_PREFIX + "bridge/state"
 
 BRIDGE_QOS = 1
-REGION_RE = re.compile(r"[a-z0-9_-]{1,32}")
+REGION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # the one region rule (config, partials, topics)
 # mqttv50 is not offered: a v5 bridge announces the fog broker's `max_inflight_messages 0`
 # (which the gateway needs) as Receive Maximum 0, and the cloud drops the CONNECT as a
 # protocol error (Mosquitto 2.0.11; there is no per-bridge setting).
@@ -50,7 +50,7 @@ def _levels(what: str, levels: tuple[str, ...]) -> str:
 
 def check_region(region: str) -> str:
     if not isinstance(region, str) or not REGION_RE.fullmatch(region):
-        raise ValueError(f"region: {region!r} must be 1-32 characters of a-z 0-9 _ - (e.g. 'north')")
+        raise ValueError(f"region: {region!r} must be 1-32 characters of a-z 0-9 _ -, starting with a letter or digit (e.g. 'north')")
     return region
 
 

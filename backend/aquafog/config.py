@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .bridge import REGION_RE
 from .protocol import Limits
 
 
@@ -28,6 +29,20 @@ class _Loadable:
 
     def validate(self) -> list[str]:
         raise NotImplementedError
+
+    def _between(self, errors: list[str], name: str, lo: int, hi: int, why: str = "") -> None:
+        v = getattr(self, name)
+        if not lo <= v <= hi:
+            errors.append(f"{name}: must be between {lo} and {hi}{why}, got {v}")
+
+    def _common(self, errors: list[str]) -> None:
+        """Keys every AquaFog service has: time zone and log level."""
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            errors.append(f"timezone: unknown time zone {self.timezone!r} (use an IANA name such as Europe/Lisbon)")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            errors.append(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, env: dict | None = None,
@@ -129,12 +144,10 @@ class GatewayConfig(_Loadable):
         return "sqlite:///" + str(Path(self.db_path).expanduser().resolve())
 
     def validate(self) -> list[str]:
-        errors = []
+        errors: list[str] = []
 
         def between(name: str, lo: int, hi: int, why: str = "") -> None:
-            v = getattr(self, name)
-            if not lo <= v <= hi:
-                errors.append(f"{name}: must be between {lo} and {hi}{why}, got {v}")
+            self._between(errors, name, lo, hi, why)
 
         between("mqtt_port", 1, 65535)
         between("http_port", 0, 65535, " (0 picks a free port)")
@@ -150,18 +163,13 @@ class GatewayConfig(_Loadable):
         between("session_expiry_s", 60, 2**32 - 1)
         between("summary_top_k", 1, 100_000, " (the longest city ranking the cloud can answer exactly)")
         between("summary_interval_ms", 100, 3_600_000, " (at most one partial per period per interval)")
-        if self.region and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", self.region):
+        if self.region and not REGION_RE.fullmatch(self.region):
             errors.append(f"region: 1-32 of a-z 0-9 _ - starting with a letter or digit, got {self.region!r}")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            errors.append(f"timezone: unknown time zone {self.timezone!r} (use an IANA name such as Europe/Lisbon)")
+        self._common(errors)
         if not self.topic_root or any(c in self.topic_root for c in "+#") or self.topic_root.endswith("/"):
             errors.append(f"topic_root: must be a non-empty topic without + # or a trailing /, got {self.topic_root!r}")
         if not self.db_path:
             errors.append("db_path: must name the SQLite file")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            errors.append(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         return errors
 
 
@@ -189,19 +197,12 @@ class CloudConfig(_Loadable):
     log_level: str = "INFO"
 
     def validate(self) -> list[str]:
-        errors = []
+        errors: list[str] = []
         for name, lo, hi in (("mqtt_port", 1, 65535), ("http_port", 0, 65535), ("http_threads", 1, 256),
                              ("session_expiry_s", 60, 2**32 - 1), ("command_ttl_s", 1, 30 * 86_400)):
-            v = getattr(self, name)
-            if not lo <= v <= hi:
-                errors.append(f"{name}: must be between {lo} and {hi}, got {v}")
+            self._between(errors, name, lo, hi)
         if not re.match(r"(sqlite|postgresql(\+psycopg)?)://", self.db_url):
             errors.append(f"db_url: must be sqlite:///<file> or postgresql+psycopg://user@host:port/db, "
                           f"got {self.db_url!r}")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            errors.append(f"timezone: unknown time zone {self.timezone!r} (use an IANA name such as Europe/Lisbon)")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            errors.append(f"log_level: must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        self._common(errors)
         return errors

@@ -21,18 +21,18 @@ can precede it), hence in that fog's top-k. The mean is sum(sum_ml) / sum(meters
 
 from __future__ import annotations
 
-import heapq
 import json
 import re
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterable
 
-from .protocol import Reject
+from .bridge import REGION_RE
+from .protocol import COMMAND_ID_RE, LOCAL_PREFIX, Reject
+from .protocol import METER_ID_RE as METER_RE
 
 WIRE_VERSION = 1
 PERIODS = ("day", "month")
-REGION_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-METER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _KEY_RE = {"day": re.compile(r"\d{4}-\d{2}-\d{2}"), "month": re.compile(r"\d{4}-\d{2}")}
 MAX_K = 100_000
 MAX_ML = 2**63 - 1
@@ -96,6 +96,27 @@ def _object(payload: bytes) -> dict | Reject:
     return obj
 
 
+def _from_fog(payload: bytes, region_from_topic: str) -> dict | Reject:
+    """A fog's message: a v1 object that names the region its topic names."""
+    obj = _object(payload)
+    if isinstance(obj, Reject):
+        return obj
+    if obj.get("region") != region_from_topic:
+        return _rej("region_mismatch", "region", f"region {obj.get('region')!r} on the topic of {region_from_topic!r}")
+    return obj
+
+
+def _counts(obj: dict, limits: tuple[tuple[str, int], ...]) -> dict | Reject:
+    """{name: value} for integer fields 0..hi, or the Reject of the first bad one."""
+    vals = {}
+    for name, hi in limits:
+        v = _count(obj, name, hi)
+        if isinstance(v, Reject):
+            return v
+        vals[name] = v
+    return vals
+
+
 def decode_partial(payload: bytes, region_from_topic: str | None = None) -> Partial | Reject:
     """A partial, or a Reject naming the field and the problem (never raises)."""
     obj = _object(payload)
@@ -112,12 +133,9 @@ def decode_partial(payload: bytes, region_from_topic: str | None = None) -> Part
     key = obj.get("key")
     if not isinstance(key, str) or not _KEY_RE[period].fullmatch(key):
         return _rej("bad_field", "key", f"key must be {'YYYY-MM-DD' if period == 'day' else 'YYYY-MM'}")
-    vals = {}
-    for name, hi in (("seq", MAX_ML), ("ts_ms", MAX_ML), ("meters", 10**9), ("sum_ml", MAX_ML), ("k", MAX_K)):
-        v = _count(obj, name, hi)
-        if isinstance(v, Reject):
-            return v
-        vals[name] = v
+    vals = _counts(obj, (("seq", MAX_ML), ("ts_ms", MAX_ML), ("meters", 10**9), ("sum_ml", MAX_ML), ("k", MAX_K)))
+    if isinstance(vals, Reject):
+        return vals
     if vals["k"] < 1:
         return _rej("bad_field", "k", "k must be at least 1")
     raw = obj.get("top")
@@ -141,15 +159,19 @@ def decode_partial(payload: bytes, region_from_topic: str | None = None) -> Part
 
 
 # --------------------------------------------------------------------------- merging
+def as_run(p: Partial) -> list[tuple[int, str, str]]:
+    """A fog's top list as sort keys (-ml, meter, region): ascending, as the lists arrive."""
+    return [(-ml, meter, p.region) for meter, ml in p.top]
+
+
+def merge_runs(runs: Iterable[list[tuple[int, str, str]]], n: int) -> list[tuple[str, int, str]]:
+    """The top n as (meter, ml, region) of sorted runs (Timsort merges runs it finds sorted)."""
+    return [(meter, -neg, region) for neg, meter, region in sorted(chain.from_iterable(runs))[:n]]
+
+
 def merge_top(partials: Iterable[Partial], n: int) -> list[tuple[str, int, str]]:
-    """The city's top n as (meter, ml, region), from the fogs' top lists (each sorted)."""
-    lists = [[(-ml, meter, p.region) for meter, ml in p.top] for p in partials]
-    out = []
-    for neg, meter, region in heapq.merge(*lists):
-        out.append((meter, -neg, region))
-        if len(out) >= n:
-            break
-    return out
+    """The city's top n as (meter, ml, region), from the fogs' top lists."""
+    return merge_runs((as_run(p) for p in partials), n)
 
 
 def exact_limit(partials: Iterable[Partial]) -> int:
@@ -174,7 +196,6 @@ def city_mean(partials: Iterable[Partial]) -> tuple[int, int]:
 # whole set once all its chunks are in.
 DIRECTORY_CHUNK = 10_000
 STATUSES = ("queued", "sent", "applied", "failed", "expired", "rejected")
-COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -192,17 +213,12 @@ def encode_directory(d: DirectoryChunk) -> bytes:
 
 
 def decode_directory(payload: bytes, region_from_topic: str) -> DirectoryChunk | Reject:
-    obj = _object(payload)
+    obj = _from_fog(payload, region_from_topic)
     if isinstance(obj, Reject):
         return obj
-    if obj.get("region") != region_from_topic:
-        return _rej("region_mismatch", "region", f"region {obj.get('region')!r} on the topic of {region_from_topic!r}")
-    vals = {}
-    for name, hi in (("seq", MAX_ML), ("chunk", 10**6), ("chunks", 10**6)):
-        v = _count(obj, name, hi)
-        if isinstance(v, Reject):
-            return v
-        vals[name] = v
+    vals = _counts(obj, (("seq", MAX_ML), ("chunk", 10**6), ("chunks", 10**6)))
+    if isinstance(vals, Reject):
+        return vals
     if not vals["chunk"] < vals["chunks"]:
         return _rej("bad_field", "chunk", "chunk must be below chunks")
     meters = obj.get("meters")
@@ -258,9 +274,11 @@ def decode_command(payload: bytes) -> CloudCommand | Reject:
     common = _common(obj)
     if isinstance(common, Reject):
         return common
+    if common[0].startswith(LOCAL_PREFIX):
+        return _rej("bad_field", "id", f"id must not start with {LOCAL_PREFIX!r} (the meters' own changes)")
     reason = obj.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
-        return _rej("bad_field", "reason", "reason must be a text of at most 200 characters")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        return _rej("bad_field", "reason", "reason must be a text of at most 500 characters")
     expires = _count(obj, "expires_ms", MAX_ML)
     if isinstance(expires, Reject):
         return expires
@@ -273,11 +291,9 @@ def encode_status(s: CommandStatus) -> bytes:
 
 
 def decode_status(payload: bytes, region_from_topic: str) -> CommandStatus | Reject:
-    obj = _object(payload)
+    obj = _from_fog(payload, region_from_topic)
     if isinstance(obj, Reject):
         return obj
-    if obj.get("region") != region_from_topic:
-        return _rej("region_mismatch", "region", f"region {obj.get('region')!r} on the topic of {region_from_topic!r}")
     common = _common(obj)
     if isinstance(common, Reject):
         return common
@@ -317,12 +333,9 @@ def decode_city_mean(payload: bytes) -> CityMean | Reject:
         return _rej("bad_field", "period", f"period must be one of {', '.join(PERIODS)}")
     if not isinstance(key, str) or not _KEY_RE[period].fullmatch(key):
         return _rej("bad_field", "key", "key must be the period's date")
-    vals = {}
-    for name, hi in (("meters", 10**12), ("sum_ml", MAX_ML), ("ts_ms", MAX_ML)):
-        v = _count(obj, name, hi)
-        if isinstance(v, Reject):
-            return v
-        vals[name] = v
+    vals = _counts(obj, (("meters", 10**12), ("sum_ml", MAX_ML), ("ts_ms", MAX_ML)))
+    if isinstance(vals, Reject):
+        return vals
     regions = obj.get("regions")
     if not isinstance(regions, list) or not all(isinstance(r, str) and REGION_RE.fullmatch(r) for r in regions):
         return _rej("bad_field", "regions", "regions must be a list of region names")

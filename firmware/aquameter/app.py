@@ -82,7 +82,7 @@ class Meter:
         self._b_ack = t(root, self.id, proto.ACK).encode()
         self._interval_ms = cfg["report_interval_s"] * 1000
         self._ack_timeout_ms = cfg["ack_timeout_s"] * 1000
-        self._hold_ms = cfg["reconcile_timeout_s"] * 1000
+        self._announce_first_ms = cfg["reconcile_timeout_s"] * 1000  # then doubling
         self._keepalive_ms = cfg["mqtt_keepalive_s"] * 1000
         self._replay_ms = 1000 // cfg["replay_per_s"]
         self.register = Register(cfg["pulses_per_m3"], cfg["flow_timeout_s"] * 1000, board.ticks_diff)
@@ -415,7 +415,7 @@ class Meter:
         self.online = True
         self.stats["connects"] += 1
         self._backoff_ms = 0
-        self._announce_ms = self._hold_ms
+        self._announce_ms = self._announce_first_ms
         self._synced = False
         self._last_out = now
         self._waiting_since = now

@@ -68,3 +68,10 @@ def test_a_malformed_command_is_counted_and_changes_nothing():
     cl._inbox.append(b'{"v":1,"id":"c4","meter":"m1","state":"ajar","expires_ms":1}')
     cl._take_commands()
     assert cl.rejected == 1 and w.calls == [] and sent == []
+
+
+def test_a_cloud_command_may_not_pose_as_a_meters_own_change():
+    w = FakeWriter()
+    cl, sent = link(w)
+    deliver(cl, CloudCommand("local-0badc0de-1", "m1", "closed", None, int(NOW * 1000) + 60_000))
+    assert cl.rejected == 1 and w.calls == [] and sent == []

@@ -20,7 +20,7 @@ from aquafog.federation import Partial, encode_partial, period_key
 from aquafog.periods import Calendar, day_key
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
-from .httpjson import get, wait_for
+from .httpjson import get, post, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,11 @@ def test_bad_queries_say_which_parameter_and_why(cloud_rig):
         assert status == 400 and body["error"]["field"] == field, (q, body)
     status, body = get(f"{api}/city/ranking")
     assert status == 200 and body["items"] == [] and body["regions"] == []
+    # a valve body is checked as the fog's API checks it, before any routing
+    for req, field in (({"state": "ajar"}, "state"), ({}, "state"), ({"state": "open", "reason": "x" * 501}, "reason"),
+                       ({"state": "open", "command_id": "local-0badc0de-1"}, "command_id")):
+        status, body = post(f"{api}/meters/m1/valve", req)
+        assert status == 400 and body["error"]["field"] == field, (req, body)
     status, body = get(f"{api}/city/mean")
     assert status == 200 and body["meters"] == 0 and body["mean_litres"] is None
 

@@ -6,11 +6,11 @@ import time
 
 from flask import Blueprint, jsonify, request, url_for
 
-from ..protocol import ALARMS, COMMAND_ID_RE, LOCAL_PREFIX, METER_ID_RE, VALVE_STATES
+from ..protocol import ALARMS, METER_ID_RE, VALVE_STATES
 from ..store import queries
 from . import ctx, db, serialize
 from .errors import bad_request, not_found
-from .params import arg_enum, arg_int, arg_time, json_object
+from .params import arg_enum, arg_int, arg_time, valve_request
 
 bp = Blueprint("meters", __name__)
 
@@ -93,21 +93,7 @@ def post_valve(meter_id: str):
     if not METER_ID_RE.fullmatch(meter_id):
         raise not_found(f"meter {meter_id[:40]!r} is not registered at this gateway; "
                         "list meters with GET /api/v1/meters")
-    body = json_object({"state": str, "reason": str, "command_id": str})
-    state = body.get("state")
-    if state is None:
-        raise bad_request("state is required: \"open\" or \"closed\"", "state")
-    if state not in VALVE_STATES:
-        raise bad_request(f"state must be \"open\" or \"closed\", got {state[:40]!r}", "state")
-    reason = body.get("reason")
-    if reason is not None and len(reason) > 500:
-        raise bad_request("reason must be at most 500 characters", "reason")
-    command_id = body.get("command_id")
-    if command_id is not None and not COMMAND_ID_RE.fullmatch(command_id):
-        raise bad_request("command_id must be 1-64 of A-Z a-z 0-9 _ . : -", "command_id")
-    if command_id is not None and command_id.startswith(LOCAL_PREFIX):
-        raise bad_request(f"command_id must not start with {LOCAL_PREFIX!r}: meters use it for the changes "
-                          "they make on their own", "command_id")
+    state, reason, command_id = valve_request()
     row, created = ctx().services.submit_valve(meter_id, state, reason, command_id)
     c = queries.get_command(db(), row["id"])
     resp = jsonify({"command": serialize.command(c)})

@@ -7,7 +7,10 @@ from datetime import date, datetime, timezone
 
 from flask import request
 
+from ..protocol import COMMAND_ID_RE, LOCAL_PREFIX, VALVE_STATES
 from .errors import bad_request
+
+MAX_REASON = 500
 
 
 def arg_int(name: str, default: int, lo: int, hi: int) -> int:
@@ -72,3 +75,24 @@ def json_object(allowed: dict[str, type]) -> dict:
         if value is not None and not isinstance(value, allowed[key]):
             raise bad_request(f"{key} must be a {allowed[key].__name__}, got {type(value).__name__}", key)
     return body
+
+
+def valve_request() -> tuple[str, str | None, str | None]:
+    """The body of a valve command, checked: (state, reason, command_id). The fog's API and
+    the cloud's take the same body."""
+    body = json_object({"state": str, "reason": str, "command_id": str})
+    state = body.get("state")
+    if state is None:
+        raise bad_request("state is required: \"open\" or \"closed\"", "state")
+    if state not in VALVE_STATES:
+        raise bad_request(f"state must be \"open\" or \"closed\", got {state[:40]!r}", "state")
+    reason = body.get("reason")
+    if reason is not None and len(reason) > MAX_REASON:
+        raise bad_request(f"reason must be at most {MAX_REASON} characters", "reason")
+    command_id = body.get("command_id")
+    if command_id is not None and not COMMAND_ID_RE.fullmatch(command_id):
+        raise bad_request("command_id must be 1-64 of A-Z a-z 0-9 _ . : -", "command_id")
+    if command_id is not None and command_id.startswith(LOCAL_PREFIX):
+        raise bad_request(f"command_id must not start with {LOCAL_PREFIX!r}: meters use it for the changes "
+                          "they make on their own", "command_id")
+    return state, reason, command_id

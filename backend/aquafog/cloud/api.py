@@ -7,13 +7,12 @@ import time
 from flask import Flask, jsonify
 
 from ..api import errors
-from ..api.errors import bad_request
-from ..api.errors import ApiError, not_found
-from ..api.params import arg_enum, arg_int, json_object
-from ..protocol import COMMAND_ID_RE, METER_ID_RE
+from ..api.errors import ApiError, bad_request, not_found
+from ..api.params import arg_enum, arg_int, valve_request
 from ..config import CloudConfig
 from ..federation import MAX_K, period_key
 from ..periods import Calendar, day_key
+from ..protocol import COMMAND_ID_RE, METER_ID_RE
 from . import RoutingError
 
 PERIODS = {"today": "day", "month": "month"}
@@ -83,16 +82,7 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.post("/api/v1/meters/<meter_id>/valve")
     def valve(meter_id: str):
-        body = json_object({"state": str, "reason": str, "command_id": str})
-        state = body.get("state")
-        if state not in ("open", "closed"):
-            raise bad_request("state is required: \"open\" or \"closed\"", "state")
-        reason = body.get("reason")
-        if reason is not None and len(reason) > 200:
-            raise bad_request("reason must be at most 200 characters", "reason")
-        cid = body.get("command_id")
-        if cid is not None and not COMMAND_ID_RE.fullmatch(cid):
-            raise bad_request("command_id must be 1-64 of A-Z a-z 0-9 _ . : -", "command_id")
+        state, reason, cid = valve_request()
         if not METER_ID_RE.fullmatch(meter_id):
             raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
         try:

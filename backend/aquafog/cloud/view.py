@@ -4,9 +4,8 @@ merged answers (federation.py says why they are exact), cached until a partial c
 from __future__ import annotations
 
 import threading
-from itertools import chain
 
-from ..federation import MAX_K, Partial, city_mean, exact_limit
+from ..federation import MAX_K, Partial, as_run, city_mean, exact_limit, merge_runs
 
 
 class CityView:
@@ -27,7 +26,7 @@ class CityView:
             if old is not None and old.seq >= p.seq:
                 return False
             per[p.region] = p
-            self._runs.setdefault((p.period, p.key), {})[p.region] = [(-ml, m, p.region) for m, ml in p.top]
+            self._runs.setdefault((p.period, p.key), {})[p.region] = as_run(p)
             self._merged.pop((p.period, p.key), None)
             self._version[(p.period, p.key)] = self._version.get((p.period, p.key), 0) + 1
             self.regions[p.region] = max(self.regions.get(p.region, 0), p.ts_ms)
@@ -47,8 +46,7 @@ class CityView:
             runs = list(self._runs.get((period, key), {}).values())
             version = self._version.get((period, key), 0)
         limit = exact_limit(parts) if parts else MAX_K
-        # Timsort finds the fogs' sorted runs and merges them: same answer as federation.merge_top
-        merged = ([(m, -neg, r) for neg, m, r in sorted(chain.from_iterable(runs))[:limit]], limit)
+        merged = (merge_runs(runs, limit), limit)
         with self._lock:
             if self._version.get((period, key), 0) == version:  # no partial arrived meanwhile
                 self._merged[(period, key)] = merged
