@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .bridge import REGION_RE
+from .policy import PolicySettings, parse_settings
 from .protocol import Limits
 
 
@@ -73,8 +74,12 @@ class _Loadable:
             if name not in raw:
                 continue
             value = raw[name]
-            want = type(getattr(cls, name))
-            if want is int:
+            want = type(getattr(cls, name)) if hasattr(cls, name) else dict
+            if want is dict:
+                if not isinstance(value, dict):
+                    errors.append(f"{name}: must be a table ([{name}] in the config file), got {str(value)[:40]!r}")
+                    continue
+            elif want is int:
                 if isinstance(value, str):
                     try:
                         value = int(value)
@@ -127,6 +132,9 @@ class GatewayConfig(_Loadable):
     region: str = ""
     summary_top_k: int = 1000
     summary_interval_ms: int = 2000
+    # consumption policies: the [policy] table (policy.py; README "Policies"), evaluated every interval
+    policy: dict = field(default_factory=dict)
+    policy_interval_ms: int = 5000
     # operations
     log_level: str = "INFO"
 
@@ -142,6 +150,11 @@ class GatewayConfig(_Loadable):
     @property
     def db_url(self) -> str:
         return "sqlite:///" + str(Path(self.db_path).expanduser().resolve())
+
+    @property
+    def policy_settings(self) -> PolicySettings:
+        parsed = parse_settings(self.policy)
+        return parsed if isinstance(parsed, PolicySettings) else PolicySettings()  # validate() reports why
 
     def validate(self) -> list[str]:
         errors: list[str] = []
@@ -163,6 +176,10 @@ class GatewayConfig(_Loadable):
         between("session_expiry_s", 60, 2**32 - 1)
         between("summary_top_k", 1, 100_000, " (the longest city ranking the cloud can answer exactly)")
         between("summary_interval_ms", 100, 3_600_000, " (at most one partial per period per interval)")
+        between("policy_interval_ms", 100, 3_600_000, " (how often the policies are evaluated)")
+        parsed = parse_settings(self.policy, "policy.")
+        if isinstance(parsed, list):
+            errors.extend(parsed)
         if self.region and not REGION_RE.fullmatch(self.region):
             errors.append(f"region: 1-32 of a-z 0-9 _ - starting with a letter or digit, got {self.region!r}")
         self._common(errors)

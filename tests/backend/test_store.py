@@ -46,7 +46,7 @@ def test_a_new_store_has_every_table_and_says_its_schema_version(tmp_path):
     engine = open_engine(path)
     assert set(inspect(engine).get_table_names()) == set(metadata.tables)
     engine.dispose()
-    assert user_version(path) == SCHEMA_VERSION == 2
+    assert user_version(path) == SCHEMA_VERSION == 3
 
 
 def test_a_store_of_the_previous_release_is_upgraded_in_place_and_keeps_its_data(tmp_path):

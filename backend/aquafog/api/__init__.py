@@ -23,6 +23,8 @@ class GatewayServices(Protocol):
 
     def city_mean(self, period: str) -> Any: ...
 
+    def policy(self) -> Any: ...
+
 
 @dataclass
 class Context:
@@ -58,8 +60,8 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
         if conn is not None:
             conn.close()
 
-    from . import city, commands, health, meters, ranking
-    for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp):
+    from . import city, commands, health, meters, policy, ranking
+    for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp, policy.bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
     errors.register(app)
     return app

@@ -7,6 +7,7 @@ Processes and threads:
           writer       decode, account, commit, PUBACK, ack meters, command ledger
           publisher    paho loop of the outgoing connection
           cloudlink    partials, directory and cloud commands (with a region), its own connection
+          policy       evaluates and enforces the consumption policies (enforcer.py)
           http         waitress serving the Flask API (reads the store directly)
 """
 
@@ -29,6 +30,7 @@ from ..store.engine import open_engine
 from .publisher import Publisher
 from .receiver import ReceiverSettings, receiver_main
 from .cloudlink import CloudLink
+from .enforcer import Enforcer
 from .writer import Writer
 
 log = logging.getLogger("aquafog.gateway")
@@ -54,6 +56,7 @@ class Gateway:
                                     name="aquafog-receiver", daemon=True)
         self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in)
         self.cloudlink = CloudLink(cfg, self.engine, self.writer) if cfg.region else None
+        self.enforcer = Enforcer(cfg, self.engine, self.writer, self.city_mean)
         self.app = create_app(cfg, self.engine, self)
         self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
                                   ident="aquafog")
@@ -72,6 +75,9 @@ class Gateway:
         """The newest city mean from the cloud (kept while the link is down), or None."""
         return None if self.cloudlink is None else self.cloudlink.city_mean.get(period)
 
+    def policy(self) -> Enforcer:
+        return self.enforcer
+
     def health(self) -> dict:
         s = self.writer.stats
         lat = sorted(s.batch_latency_ms)
@@ -86,6 +92,8 @@ class Gateway:
             problems.append(self.writer.fatal)
         if self.cloudlink is not None and self.cloudlink.last_error:
             problems.append(self.cloudlink.last_error)
+        if self.enforcer.last_error:
+            problems.append(self.enforcer.last_error)
         return {
             "status": "ok" if not problems else "degraded",
             "problems": problems,
@@ -117,6 +125,7 @@ class Gateway:
         self.writer.start()
         if self.cloudlink is not None:
             self.cloudlink.start()
+        self.enforcer.start()
         threading.Thread(target=self._pipe_reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self.http.run, name="http", daemon=True).start()
         log.info("AquaFog gateway %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
@@ -131,6 +140,7 @@ class Gateway:
         self.http.close()
         if self.cloudlink is not None:
             self.cloudlink.stop()
+        self.enforcer.stop()
         self.writer.stop()           # commits what it holds and PUBACKs it
         try:
             self._ack_in.send(("stop",))

@@ -25,6 +25,7 @@ log = logging.getLogger("aquafog.store")
 # run again after a power cut in the middle of an upgrade.
 UPGRADES: dict[int, list[str]] = {
     2: [],  # meter_health and meter_alarms are new tables
+    3: [],  # policy_settings and policy_blocks are new tables
 }
 
 

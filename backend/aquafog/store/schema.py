@@ -14,7 +14,7 @@ open); a new column on an existing table also needs a step in engine.UPGRADES.
 from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table,
                         Text, UniqueConstraint)
 
-SCHEMA_VERSION = 2  # 1: the first release (user_version was left at 0); 2: meter health
+SCHEMA_VERSION = 3  # 1: the first release (user_version was left at 0); 2: meter health; 3: policies
 
 metadata = MetaData()
 
@@ -98,7 +98,7 @@ commands = Table(
     Column("kind", String(16), nullable=False),           # "valve"
     Column("state", String(8), nullable=False),           # requested valve state
     Column("reason", Text),
-    Column("origin", String(16), nullable=False),         # "api" | "cloud" | "reconcile" | "meter"
+    Column("origin", String(16), nullable=False),         # "api" | "cloud" | "reconcile" | "meter" | "policy"
     Column("status", String(10), nullable=False),         # queued|sent|applied|failed|expired
     Column("error", Text),
     Column("attempts", Integer, nullable=False, default=0),
@@ -157,3 +157,39 @@ ingest_rejects = Table(
     Column("message", Text, nullable=False),
     Column("payload", Text, nullable=False),              # first 200 bytes, escaped
 )
+
+# Policy settings (policy.py): the one row in force, and the config file's [policy] as last
+# read, so an edited file wins over settings changed through the API, an unchanged one not.
+policy_settings = Table(
+    "policy_settings", metadata,
+    Column("id", Integer, primary_key=True),              # always 1
+    Column("settings", Text, nullable=False),             # JSON
+    Column("source", String(8), nullable=False),          # "config" | "api"
+    Column("from_config", Text, nullable=False),          # JSON of the config file's [policy]
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Every automatic block, with the rule and the figures that triggered it. At most one per
+# meter and period: a meter an operator re-opened stays open until the period is over.
+policy_blocks = Table(
+    "policy_blocks", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("meter_pk", Integer, ForeignKey("meters.pk"), nullable=False),
+    Column("period", String(8), nullable=False),          # "day" | "month"
+    Column("period_key", String(10), nullable=False),     # 2026-11-26 | 2026-11
+    Column("rule", String(8), nullable=False),            # "cap" | "mean": the first the meter broke
+    Column("rules", Text, nullable=False),                # JSON [[rule, threshold_ml], ...]: all it broke
+    Column("ml", BigInteger, nullable=False),             # the period's consumption at the block
+    Column("threshold_ml", BigInteger, nullable=False),
+    Column("mean_sum_ml", BigInteger),                    # the mean used, when the mean rule fired
+    Column("mean_meters", BigInteger),
+    Column("mean_source", String(8)),
+    Column("mean_factor", Text),
+    Column("command_id", String(64), nullable=False),     # the valve command that closed it
+    Column("created_ms", BigInteger, nullable=False),
+    Column("released_ms", BigInteger),
+    Column("released_by", String(10)),                    # "rollover" | "operator" | "exempted"
+    Column("release_command_id", String(64)),
+    UniqueConstraint("meter_pk", "period", "period_key"),
+)
+Index("policy_blocks_active", policy_blocks.c.released_ms, policy_blocks.c.meter_pk)
