@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .bridge import REGION_RE
+from .federation import API_URL_RE
 from .policy import PolicySettings, parse_settings
 from .protocol import Limits
 
@@ -132,6 +133,9 @@ class GatewayConfig(_Loadable):
     region: str = ""
     summary_top_k: int = 1000
     summary_interval_ms: int = 2000
+    # where the cloud reaches this fog's API (meter detail through the cloud); empty:
+    # http://<http_host>:<http_port>, with the machine's name when http_host is 0.0.0.0
+    api_url: str = ""
     # consumption policies: the [policy] table (policy.py; README "Policies"), evaluated every interval
     policy: dict = field(default_factory=dict)
     policy_interval_ms: int = 5000
@@ -180,6 +184,8 @@ class GatewayConfig(_Loadable):
         parsed = parse_settings(self.policy, "policy.")
         if isinstance(parsed, list):
             errors.extend(parsed)
+        if self.api_url and not API_URL_RE.fullmatch(self.api_url):
+            errors.append(f"api_url: must be http(s)://host[:port] without a path, got {self.api_url[:60]!r}")
         if self.region and not REGION_RE.fullmatch(self.region):
             errors.append(f"region: 1-32 of a-z 0-9 _ - starting with a letter or digit, got {self.region!r}")
         self._common(errors)

@@ -305,6 +305,50 @@ def decode_status(payload: bytes, region_from_topic: str) -> CommandStatus | Rej
     return CommandStatus(region_from_topic, *common, obj["status"], None if err is None else err[:300])
 
 
+# --------------------------------------------------------------------------- fog info
+# fog -> cloud: aquafog-fog/summary/info/fog, retained, when it changes and every minute:
+# where the cloud reaches the fog's API (for meter detail) and the fog's health.
+API_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class FogInfo:
+    region: str
+    api_url: str                  # scheme://host[:port]; "" when the cloud cannot reach the fog's API
+    version: str
+    status: str                   # "ok" | "degraded"
+    problems: tuple[str, ...]
+    ts_ms: int
+
+
+def encode_info(i: FogInfo) -> bytes:
+    return json.dumps({"v": 1, "region": i.region, "api_url": i.api_url, "version": i.version,
+                       "status": i.status, "problems": list(i.problems), "ts_ms": i.ts_ms},
+                      separators=(",", ":")).encode()
+
+
+def decode_info(payload: bytes, region_from_topic: str) -> FogInfo | Reject:
+    obj = _from_fog(payload, region_from_topic)
+    if isinstance(obj, Reject):
+        return obj
+    url = obj.get("api_url")
+    if not isinstance(url, str) or (url and not API_URL_RE.fullmatch(url)):
+        return _rej("bad_field", "api_url", "api_url must be http(s)://host[:port] without a path, or empty")
+    version, status, problems = obj.get("version"), obj.get("status"), obj.get("problems")
+    if not isinstance(version, str) or len(version) > 32:
+        return _rej("bad_field", "version", "version must be a text of at most 32 characters")
+    if status not in ("ok", "degraded"):
+        return _rej("bad_field", "status", "status must be ok or degraded")
+    if (not isinstance(problems, list) or len(problems) > MAX_PROBLEMS
+            or not all(isinstance(p, str) for p in problems)):
+        return _rej("bad_field", "problems", f"problems must be a list of at most {MAX_PROBLEMS} texts")
+    ts = _count(obj, "ts_ms", MAX_ML)
+    if isinstance(ts, Reject):
+        return ts
+    return FogInfo(region_from_topic, url, version, status, tuple(p[:300] for p in problems), ts)
+
+
 # --------------------------------------------------------------------------- city figures
 # cloud -> every fog: aquafog-city/city/mean/<period> (the fog sees aquafog-fog/city/mean/<period>),
 # retained; what the fogs' policies compare with, and keep using while the link is down.

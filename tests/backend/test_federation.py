@@ -99,3 +99,15 @@ def test_bad_partials_are_rejected_naming_the_field():
         assert isinstance(r, Reject) and (r.reason, r.field) == (reason, fld), (payload, r)
     r = decode_partial(_bad(), "south")
     assert isinstance(r, Reject) and r.reason == "region_mismatch"
+
+
+def test_fog_info_round_trips_and_bad_info_names_the_field():
+    from aquafog.federation import FogInfo, decode_info, encode_info
+    info = FogInfo("north", "http://10.0.0.7:8080", "0.4.0", "degraded", ("receiver is reconnecting",), 1)
+    assert decode_info(encode_info(info), "north") == info
+    good = json.loads(encode_info(info))
+    for field, value in (("api_url", "http://10.0.0.7:8080/admin?x=1"), ("api_url", "file:///etc/passwd"),
+                         ("status", "fine"), ("problems", "none"), ("version", 4), ("region", "south")):
+        r = decode_info(json.dumps({**good, field: value}).encode(), "north")
+        assert isinstance(r, Reject) and r.field == field, (field, value, r)
+    assert decode_info(json.dumps({**good, "api_url": ""}).encode(), "north").api_url == ""

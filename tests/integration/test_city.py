@@ -44,12 +44,13 @@ class Fog:
         self.broker = LocalBroker(root / "broker", bridge=BridgeConfig(region, "127.0.0.1", cloud_port,
                                                                        restart_timeout=1)).start()
         self.gateway = GatewayProcess(root / "gw", self.broker.port, self.meters, region=region,
-                                      summary_top_k=K, summary_interval_ms=200).start()
+                                      summary_top_k=K, summary_interval_ms=200, policy_interval_ms=200).start()
         self.usage: dict[str, int] = {}  # ml used today per meter: the truth
         self.seq: dict[str, int] = {}
 
-    def use(self, rng: random.Random, meters: list[str]) -> None:
-        """Each meter reports its register: baseline first, then growing by a random amount."""
+    def use(self, rng: random.Random, meters: list[str], amount: int | None = None) -> None:
+        """Each meter reports its register: baseline first, then growing by a random amount
+        (or by `amount` ml)."""
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"load-{self.region}")
         c.connect("127.0.0.1", self.broker.port)
         c.loop_start()
@@ -58,7 +59,8 @@ class Fog:
             for m in meters:
                 seq = self.seq.get(m, -1) + 1
                 if seq:
-                    self.usage[m] = self.usage.get(m, 0) + rng.choice([0, 1000, 1000, 2500, rng.randrange(1, 90000)])
+                    more = amount if amount is not None else rng.choice([0, 1000, 1000, 2500, rng.randrange(1, 90000)])
+                    self.usage[m] = self.usage.get(m, 0) + more
                 self.seq[m] = seq
                 c.publish(f"aquafog/{m}/tele/reading", reading(seq, self.usage.get(m, 0), now), qos=1
                           ).wait_for_publish(10)
@@ -175,8 +177,18 @@ def test_a_block_at_the_cloud_reaches_the_meter_in_its_fog_and_is_confirmed_appl
             south.gateway.wait_for(lambda m=m: south.gateway.get(f"/meters/{m}")["online"], f"{m} online")
         # the directory: every fog's meters, the new ones included
         wait_for(lambda: get(f"{api}/meters/semu01")[0] == 200, "semu01 in the cloud's directory")
-        assert get(f"{api}/meters/semu01")[1] == {"meter": "semu01", "region": "south"}
+        # meter detail at the cloud is the owning fog's own answer
+        status, body = get(f"{api}/meters/semu01")
+        assert status == 200 and (body["region"], body["served_by"]) == ("south", south.gateway.url[:-len("/api/v1")])
+        assert body["meter"] == south.gateway.get("/meters/semu01")["meter"] == "semu01" and body["online"]
         assert get(f"{api}/meters/n0003")[1]["region"] == "north"
+        status, body = get(f"{api}/meters/semu01/commands?limit=1")
+        assert status == 200 and body.pop("region") == "south" and body.pop("served_by")
+        assert body == south.gateway.get("/meters/semu01/commands?limit=1")
+        status, body = get(f"{api}/meters/semu01/readings?limit=0")  # the fog's own refusal, passed on
+        assert status == 400 and body["error"]["field"] == "limit"
+        fogs_list = {f["region"]: f for f in get(f"{api}/fogs")[1]["items"]}
+        assert fogs_list["south"]["meters"] == ACTIVE + SILENT + 2 and fogs_list["south"]["status"] == "ok"
 
         status, body = post(f"{api}/meters/semu01/valve", {"state": "closed", "command_id": "city-block-1",
                                                             "reason": "above the city mean"})
@@ -201,5 +213,110 @@ def test_a_block_at_the_cloud_reaches_the_meter_in_its_fog_and_is_confirmed_appl
         status, body = post(f"{api}/meters/semu01/valve", {"state": "ajar"})
         assert status == 400 and body["error"]["field"] == "state"
         assert get(f"{api}/commands/nope")[0] == 404
+
+        # the owning fog down: meter detail says which fog did not answer
+        north = next(f for f in fogs if f.region == "north")
+        north.gateway.stop()
+        status, body = get(f"{api}/meters/n0003")
+        assert status == 502 and "fog 'north'" in body["error"]["message"]
+        assert get(f"{api}/meters/zz9999")[0] == 404
     finally:
         fleet.stop()
+
+
+def over_mean(fogs) -> set[str]:
+    """Ground truth: the meters whose consumption exceeds the exact city mean (k = 1)."""
+    n = sum(len(f.meters) for f in fogs)
+    total = sum(ml for f in fogs for ml in f.usage.values())
+    return {m for f in fogs for m, ml in f.usage.items() if ml * n > total}
+
+
+def evaluation(f, after_ms: int, sum_ml: int):
+    """The fog's first policy evaluation after `after_ms` that used the city mean of `sum_ml`."""
+    body = f.gateway.get("/policy?limit=10000")
+    ev = body["evaluation"]
+    if ev is None or ev["evaluated_ms"] <= after_ms or (ev["mean"] or {}).get("sum_ml") != sum_ml:
+        return None
+    return ev
+
+
+def test_mean_and_cap_policies_block_exactly_the_meters_over_them_and_dry_run_blocks_nobody(city):
+    cloud_broker, cloud, fogs = city
+    api = f"http://127.0.0.1:{cloud.http_port}/api/v1"
+    rng = random.Random(11)
+    for f in fogs:
+        f.use(rng, f.meters[:ACTIVE])
+        f.use(rng, f.meters[:ACTIVE])
+    total = sum(ml for f in fogs for ml in f.usage.values())
+    for f in fogs:
+        f.gateway.wait_for(f.stored, "every reading stored at " + f.region)
+        f.gateway.wait_for(lambda f=f: f.gateway.request("GET", "/city/mean")[1].get("sum_ml") == total,
+                           f"the exact city mean at {f.region}", timeout=20)
+    truth = over_mean(fogs)
+    assert 0 < len(truth) < sum(len(f.usage) for f in fogs)
+
+    # dry run of the mean rule everywhere: the exact list, nobody blocked
+    t0 = int(time.time() * 1000)
+    for f in fogs:
+        assert f.gateway.request("PUT", "/policy", {"mode": "dry_run", "period": "day"})[0] == 200
+    for f in fogs:
+        ev = f.gateway.wait_for(lambda f=f: evaluation(f, t0, total), f"a dry run at {f.region}")
+        assert ev["mean"]["meters"] == len(REGIONS) * (ACTIVE + SILENT) and ev["mean"]["source"] == "city"
+        assert {m["meter"] for m in ev["meters"]} == truth & set(f.meters)
+        assert {m["action"] for m in ev["meters"]} <= {"would_block"}
+        assert f.gateway.get("/policy/blocks")["items"] == []
+        assert not any(f.gateway.get(f"/meters/{m}/commands")["items"] for m in f.meters[:ACTIVE])
+
+    # enforce: the mean rule at north and south; caps, an own cap and an exemption at east
+    north, south, east = fogs
+    t1 = int(time.time() * 1000)
+    for f in (north, south):
+        assert f.gateway.request("PUT", "/policy", {"mode": "enforce", "period": "day"})[0] == 200
+    ranked = sorted(east.usage.items(), key=lambda kv: -kv[1])
+    hospital, farm = ranked[0][0], ranked[1][0]
+    small = next(m for m, ml in ranked if 1000 < ml <= 50_000)
+    cap = {"mode": "enforce", "period": "month", "mean_rule": False, "cap_m3": 0.05,
+           "caps_m3": {farm: 100.0, small: 0.0005}, "exempt": [hospital]}
+    assert east.gateway.request("PUT", "/policy", cap)[0] == 200
+    want_cap = {m for m, ml in east.usage.items() if ml > {farm: 10**8, small: 500}.get(m, 50_000)} - {hospital}
+    assert small in want_cap and farm not in want_cap and len(want_cap) > 2
+
+    mean_ml = total // (len(REGIONS) * (ACTIVE + SILENT))
+    for f in (north, south):
+        f.gateway.wait_for(lambda f=f: evaluation(f, t1, total), f"the mean policy enforced at {f.region}")
+        blocks = {b["meter"]: b for b in f.gateway.get("/policy/blocks?active=true&limit=1000")["items"]}
+        assert set(blocks) == truth & set(f.meters)
+        for m, b in blocks.items():
+            assert (b["rule"], b["ml"], b["threshold_ml"]) == ("mean", f.usage[m], mean_ml)
+            assert b["mean"] == {"source": "city", "sum_ml": total, "meters": len(REGIONS) * (ACTIVE + SILENT),
+                                 "factor": 1.0}
+            cmd = f.gateway.get(f"/commands/{b['command_id']}")["command"]
+            assert (cmd["origin"], cmd["state"], cmd["meter"]) == ("policy", "closed", m)
+            assert cmd["reason"].startswith("policy mean: used")
+    east.gateway.wait_for(lambda: evaluation(east, t1, total), "the cap policy enforced at east")
+    blocks = {b["meter"]: b for b in east.gateway.get("/policy/blocks?active=true&limit=1000")["items"]}
+    assert set(blocks) == want_cap
+    assert blocks[small]["threshold_ml"] == 500 and blocks[small]["rule"] == "cap"
+    ev = east.gateway.get("/policy?limit=1000")["evaluation"]
+    assert next(m for m in ev["meters"] if m["meter"] == hospital)["action"] == "exempt"
+
+    # an operator re-opens one blocked meter through the cloud: the block ends for the period
+    victim = sorted(truth & set(north.meters))[0]
+    status, body = post(f"{api}/meters/{victim}/valve", {"state": "open", "reason": "operator override"})
+    assert status == 202
+    b = north.gateway.wait_for(
+        lambda: (x := north.gateway.get(f"/policy/blocks?meter={victim}")["items"][0])["released_by"] and x,
+        "the block to be released by the operator")
+    assert (b["released_by"], b["release_command_id"]) == ("operator", body["command"]["id"])
+    t2 = int(time.time() * 1000)
+    north.gateway.wait_for(lambda: evaluation(north, t2, total), "another round at north")
+    assert north.gateway.get(f"/meters/{victim}")["valve"]["desired"] == "open"
+
+    # the cloud away: south keeps enforcing the last known mean on new consumption
+    cloud_broker.stop()
+    light = next(m for m in south.meters[:ACTIVE] if south.usage[m] <= mean_ml and m not in truth)
+    south.use(rng, [light], amount=mean_ml + 1 - south.usage[light])
+    south.gateway.wait_for(south.stored, "the new reading stored at south")
+    b = south.gateway.wait_for(lambda: (x := south.gateway.get(f"/policy/blocks?meter={light}")["items"]) and x[0],
+                               "a block on the last known mean while the cloud is away")
+    assert (b["ml"], b["threshold_ml"], b["mean"]["sum_ml"]) == (mean_ml + 1, mean_ml, total)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from ..api import errors
 from ..api.errors import ApiError, bad_request, not_found
@@ -13,7 +13,7 @@ from ..config import CloudConfig
 from ..federation import MAX_K, period_key
 from ..periods import Calendar, day_key
 from ..protocol import COMMAND_ID_RE, METER_ID_RE
-from . import RoutingError
+from . import RoutingError, proxy
 
 PERIODS = {"today": "day", "month": "month"}
 
@@ -71,14 +71,42 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/fogs")
     def fogs():
-        return jsonify({"items": [{"region": r, "last_partial_ms": ts} for r, ts in sorted(cloud.view.regions.items())]})
+        counts: dict[str, int] = {}
+        for r in list(cloud.directory.values()):
+            counts[r] = counts.get(r, 0) + 1
+        items = []
+        for r, ts in sorted(cloud.view.regions.items()):
+            info, seen = cloud.fogs.get(r, (None, None))
+            items.append({"region": r, "last_partial_ms": ts or None, "meters": counts.get(r, 0),
+                          "api_url": info.api_url if info else None, "status": info.status if info else None,
+                          "problems": list(info.problems) if info else [], "version": info.version if info else None,
+                          "info_ms": info.ts_ms if info else None, "info_received_ms": seen})
+        return jsonify({"items": items})
+
+    def forwarded(meter_id: str, sub: str = ""):
+        """The owning fog's answer for this meter (its status and body), with where it came from."""
+        if not METER_ID_RE.fullmatch(meter_id):
+            raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
+        try:
+            region, api_url = cloud.owner(meter_id)
+            status, body = proxy.fetch(api_url, region, f"meters/{meter_id}{sub}", request.query_string.decode())
+        except RoutingError as e:
+            raise ApiError(e.status, e.code, e.message, e.field) from None
+        if status < 400:
+            body = {**body, "region": region, "served_by": api_url}
+        return jsonify(body), status
 
     @app.get("/api/v1/meters/<meter_id>")
     def meter(meter_id: str):
-        region = cloud.directory.get(meter_id) if METER_ID_RE.fullmatch(meter_id) else None
-        if region is None:
-            raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
-        return jsonify({"meter": meter_id, "region": region})
+        return forwarded(meter_id)
+
+    @app.get("/api/v1/meters/<meter_id>/readings")
+    def meter_readings(meter_id: str):
+        return forwarded(meter_id, "/readings")
+
+    @app.get("/api/v1/meters/<meter_id>/commands")
+    def meter_commands(meter_id: str):
+        return forwarded(meter_id, "/commands")
 
     @app.post("/api/v1/meters/<meter_id>/valve")
     def valve(meter_id: str):

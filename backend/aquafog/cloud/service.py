@@ -27,8 +27,8 @@ from .. import __version__
 from ..bridge import cloud_summary_filter, parse_cloud_summary_topic
 from ..config import CloudConfig
 from ..bridge import city_topic, cloud_command_topic
-from ..federation import (CityMean, CloudCommand, decode_directory, decode_partial, decode_status, encode_city_mean,
-                          encode_command)
+from ..federation import (CityMean, CloudCommand, FogInfo, decode_directory, decode_info, decode_partial,
+                          decode_status, encode_city_mean, encode_command)
 from ..protocol import Reject
 from . import RoutingError
 from .api import create_cloud_app
@@ -59,6 +59,7 @@ class Cloud:
                 self.view.put(p)
             self.directory: dict[str, str] = load_directory(conn)  # meter -> region
         self._chunks: dict[str, tuple[int, dict[int, tuple[str, ...]]]] = {}  # region -> (seq, chunks so far)
+        self.fogs: dict[str, tuple[FogInfo, int]] = {}  # region -> (newest info, received_ms)
         self.inbox: queue.Queue = queue.Queue()
         self.accepted = 0
         self.stale = 0
@@ -105,6 +106,16 @@ class Cloud:
             return
         if where[1] == "command":
             self._command_status(where[0], where[2], payload)
+            return
+        if where[1:] == ("info", "fog"):
+            info = decode_info(payload, where[0])
+            if isinstance(info, Reject):
+                self._reject(info, topic)
+                return
+            old = self.fogs.get(info.region)
+            if old is None or info.ts_ms >= old[0].ts_ms:
+                self.fogs[info.region] = (info, int(time.time() * 1000))
+            self.view.regions.setdefault(info.region, 0)
             return
         p = decode_partial(payload, where[0])
         if isinstance(p, Reject):
@@ -205,6 +216,19 @@ class Cloud:
             raise RoutingError(503, "unavailable", "the cloud broker is unreachable: the command was not sent; "
                                                    "retry when GET /api/v1/health is ok")
         return row, True
+
+    def owner(self, meter: str) -> tuple[str, str]:
+        """(region, api_url) of the fog that owns `meter`, for meter detail; RoutingError if none."""
+        region = self.directory.get(meter)
+        if region is None:
+            raise RoutingError(404, "not_found", f"meter {meter!r} is in no fog's directory: check the id, or that "
+                                                 "its fog is registered and has reported (GET /api/v1/fogs)")
+        info = self.fogs.get(region)
+        if info is None or not info[0].api_url:
+            raise RoutingError(503, "unavailable", f"meter {meter!r} is at fog {region!r}, which has not announced "
+                                                   "where its API is: check its cloud link, or set api_url in its "
+                                                   "config")
+        return region, info[0].api_url
 
     def command(self, cid: str) -> dict | None:
         with self.engine.connect() as conn:

@@ -4,7 +4,9 @@ cloud's aquafog-fog/cmnd/# down. Every `summary_interval_ms`, and only what chan
 
 - the partials of today and this month (summary.py), retained, QoS 1;
 - the directory of the fog's registered meters (federation.DirectoryChunk), retained;
-- the ledger status of every command the cloud routed here, QoS 1 (not retained).
+- the ledger status of every command the cloud routed here, QoS 1 (not retained);
+- the fog's info (its API URL, for meter detail through the cloud, and its health),
+  retained, when it changes and every INFO_EVERY_S.
 
 Down the link come valve commands and the city mean (kept as the last known one while the
 link is down; GET /api/v1/city/mean on the fog).
@@ -26,8 +28,10 @@ from sqlalchemy import func, select
 
 from ..bridge import fog_city_filter, fog_city_topic, fog_command_filter, fog_command_topic, fog_summary_topic
 from ..config import GatewayConfig
-from ..federation import (DIRECTORY_CHUNK, CityMean, CloudCommand, CommandStatus, DirectoryChunk,
-                          decode_city_mean, decode_command, encode_directory, encode_partial, encode_status)
+from .. import __version__
+from ..federation import (DIRECTORY_CHUNK, CityMean, CloudCommand, CommandStatus, DirectoryChunk, FogInfo,
+                          decode_city_mean, decode_command, encode_directory, encode_info, encode_partial,
+                          encode_status)
 from ..periods import Calendar
 from ..protocol import Reject
 from ..store import queries
@@ -38,11 +42,15 @@ from .summary import compute
 log = logging.getLogger("aquafog.cloudlink")
 
 DONE = ("applied", "failed", "expired", "rejected")
+INFO_EVERY_S = 60.0
 
 
 class CloudLink:
-    def __init__(self, cfg: GatewayConfig, engine, writer, clock=time.time):
+    def __init__(self, cfg: GatewayConfig, engine, writer, clock=time.time, health=None, api_url=None):
         self.cfg = cfg
+        self.health = health            # () -> the gateway's /health body
+        self.api_url = api_url          # () -> where the cloud reaches this fog's API
+        self._info: tuple | None = None  # (content, when) of the info last published
         self.engine = engine
         self.writer = writer
         self.clock = clock
@@ -156,6 +164,17 @@ class CloudLink:
         if ok:
             self._directory = (count, top_pk)
 
+    def _report_info(self, now: float) -> None:
+        if self.health is None:
+            return
+        h = self.health()
+        content = (self.api_url() if self.api_url else "", h["status"], tuple(h["problems"][:20]))
+        if self._info is not None and self._info[0] == content and now - self._info[1] < INFO_EVERY_S:
+            return
+        info = FogInfo(self.cfg.region, content[0], __version__, content[1], content[2], int(now * 1000))
+        if self._publish(fog_summary_topic("info", "fog"), encode_info(info), retain=True):
+            self._info = (content, now)
+
     def tick(self) -> None:
         now = self.clock()
         self.seq = max(self.seq + 1, int(now * 1000))  # grows across restarts too
@@ -164,6 +183,7 @@ class CloudLink:
             partials = compute(conn, self.cfg, self.calendar, now, self.seq)
             self._report_directory(conn)
             self._report_commands(conn)
+        self._report_info(now)
         for p in partials:
             content = (p.key, p.meters, p.sum_ml, p.k, p.top)
             if self._last.get(p.period) != content and self._publish(

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import queue
 import signal
+import socket
 import threading
 import time
 
@@ -55,7 +56,8 @@ class Gateway:
         self.receiver = ctx.Process(target=receiver_main, args=(settings, rx_in, ack_out),
                                     name="aquafog-receiver", daemon=True)
         self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in)
-        self.cloudlink = CloudLink(cfg, self.engine, self.writer) if cfg.region else None
+        self.cloudlink = CloudLink(cfg, self.engine, self.writer, health=self.health,
+                                   api_url=self.api_url) if cfg.region else None
         self.enforcer = Enforcer(cfg, self.engine, self.writer, self.city_mean)
         self.app = create_app(cfg, self.engine, self)
         self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
@@ -66,6 +68,15 @@ class Gateway:
     @property
     def http_port(self) -> int:
         return self.http.effective_port
+
+    def api_url(self) -> str:
+        """Where the cloud reaches this API (config api_url, else this server's address)."""
+        if self.cfg.api_url:
+            return self.cfg.api_url
+        host = self.cfg.http_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
 
     # GatewayServices ----------------------------------------------------------
     def submit_valve(self, meter, state, reason, command_id):
