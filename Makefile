@@ -9,7 +9,7 @@ STAMP := $(VENV)/.aquafog-installed
 .PHONY: help deps run test bench flash clean
 
 help:
-	@echo "make run    demo: Mosquitto + gateway + 200 emulated meters (Ctrl-C stops all)"
+	@echo "make run    demo: 2 fogs (Mosquitto + gateway + 100 emulated meters each) and the cloud (Ctrl-C stops all)"
 	@echo "make test   the whole test suite"
 	@echo "make bench  benchmarks (prints a table, writes bench-results/*.json)"
 	@echo "make deps   install system packages (apt-get) and the Python venv"

@@ -1,7 +1,11 @@
-"""`make run`: a working fog on this machine. Mosquitto with the generated config,
-the gateway, and emulated meters running the real firmware, all on 127.0.0.1, with
-their files under ./run/. Prints the API URL and commands to try; Ctrl-C stops
-everything it started.
+"""`make run`: a small city on this machine.
+
+Two fogs, "north" and "south", each with its own Mosquitto (bridged to the cloud's), its
+own gateway and its own emulated meters running the real firmware (n0001.., s0001..);
+and the cloud: its own Mosquitto and `aquafog cloud` on SQLite. All on 127.0.0.1, with
+their files and logs under ./run/. It prints every API URL and commands to try, then a
+line once the city ranking at the cloud lists meters of both fogs (the whole chain
+works). Ctrl-C or SIGTERM stops everything it started, in order, and exits 0.
 """
 
 from __future__ import annotations
@@ -15,20 +19,33 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 
-from aquafog.broker import LocalBroker  # noqa: E402
+from aquafog.bridge import BridgeConfig  # noqa: E402
+from aquafog.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
 from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 PY = sys.executable
+FOGS = (("north", "n"), ("south", "s"))  # region, meter id prefix (ids unique across the city)
+READY_TIMEOUT_S = 60.0
+
+
+class Stop(Exception):
+    """Ctrl-C or SIGTERM."""
+
+
+def on_signal(signum, _frame):
+    raise Stop(signum)
 
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -36,100 +53,255 @@ def port_free(port: int) -> bool:
             return False
 
 
+def pick_port(preferred: int) -> int:
+    return preferred if preferred and port_free(preferred) else free_port()
+
+
+def get_json(url: str) -> tuple[int, dict | None]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
+def tail(path: Path, chars: int = 2000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+def ports(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ports separated by commas, e.g. 8080,8081, got {text!r}")
+
+
+class Fog:
+    """One region: its broker (bridged to the cloud broker), its gateway, its emulated meters."""
+
+    def __init__(self, region: str, prefix: str, run: Path, args, cloud_broker_port: int, http_port: int,
+                 seed: int):
+        self.region, self.dir = region, run / region
+        width = max(4, len(str(args.meters)))
+        self.ids = [f"{prefix}{i:0{width}d}" for i in range(1, args.meters + 1)]
+        self.prefix, self.args, self.seed = prefix, args, seed
+        self.broker = LocalBroker(self.dir / "broker", new_session=True,
+                                  bridge=BridgeConfig(region, "127.0.0.1", cloud_broker_port, restart_timeout=(1, 5)))
+        self.http_port = http_port
+        self.gateway: LocalGateway | None = None
+        self.emulator: subprocess.Popen | None = None
+        self._emulator_log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api/v1"
+
+    def start(self) -> None:
+        self.broker.start()
+        self.gateway = LocalGateway(
+            self.dir, self.broker.port, self.ids, http_port=self.http_port, new_session=True,
+            timezone=self.args.timezone, region=self.region, summary_interval_ms=500,
+            api_url=f"http://127.0.0.1:{self.http_port}",  # where the cloud reaches this fog's API (meter detail)
+        )
+        self.gateway.start()
+        self._emulator_log = open(self.dir / "emulator.log", "ab")
+        start = int(time.time() - self.args.replay_hours * 3600)
+        self.emulator = subprocess.Popen(
+            [PY, str(ROOT / "tools" / "emulator"), "--broker", f"127.0.0.1:{self.broker.port}",
+             "--meters", str(self.args.meters), "--prefix", self.prefix, "--seed", str(self.seed),
+             "--speed", str(self.args.speed), "--start", str(start), "--state-dir", str(self.dir / "meters")],
+            stdout=self._emulator_log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def children(self) -> list[tuple[str, subprocess.Popen | None, Path]]:
+        return [(f"{self.region} broker", self.broker.proc, self.broker.log_path),
+                (f"{self.region} gateway", self.gateway and self.gateway.proc, self.dir / "gateway.log"),
+                (f"{self.region} emulator", self.emulator, self.dir / "emulator.log")]
+
+
+class Cloud:
+    """The cloud's own broker and the `aquafog cloud` process (SQLite under run/cloud)."""
+
+    def __init__(self, run: Path, args, http_port: int):
+        self.dir = run / "cloud"
+        self.broker = LocalBroker(self.dir / "broker", new_session=True)
+        self.http_port = http_port
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.dir / "cloud.log"
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api/v1"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.broker.start()
+        conf = self.dir / "cloud.toml"
+        cfg = {"db_url": f"sqlite:///{self.dir / 'cloud.db'}", "timezone": self.args.timezone,
+               "mqtt_port": self.broker.port, "http_port": self.http_port}
+        conf.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([PY, "-m", "aquafog", "cloud", "-c", str(conf)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port("127.0.0.1", self.http_port, timeout, self.proc)
+        deadline = time.monotonic() + timeout
+        while get_json(self.url + "/health")[0] != 200:  # store open, subscribed on its broker
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the cloud is not healthy; its log:\n{tail(self.log_path)}")
+            time.sleep(0.05)
+
+    def children(self) -> list[tuple[str, subprocess.Popen | None, Path]]:
+        return [("cloud broker", self.broker.proc, self.broker.log_path), ("cloud", self.proc, self.log_path)]
+
+
+def terminate(procs: list[subprocess.Popen | None], timeout: float = 20.0) -> None:
+    """SIGTERM all at once, then wait for each (SIGKILL if one hangs)."""
+    live = [p for p in procs if p is not None and p.poll() is None]
+    for p in live:
+        p.send_signal(signal.SIGTERM)
+    for p in live:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def shutdown(cloud: Cloud, fogs: list[Fog]) -> None:
+    """Meters first (they publish their offline status), then the gateways (they commit what
+    they hold), the fog brokers, the cloud and its broker."""
+    terminate([f.emulator for f in fogs])
+    terminate([f.gateway.proc for f in fogs if f.gateway is not None])
+    for f in fogs:
+        if f.gateway is not None:
+            f.gateway.stop()
+        if f._emulator_log:
+            f._emulator_log.close()
+    for f in fogs:
+        f.broker.stop()
+    terminate([cloud.proc])
+    if cloud._log:
+        cloud._log.close()
+    cloud.broker.stop()
+
+
+def city_top(cloud: Cloud) -> tuple[list, set[str]]:
+    """The city ranking's top 3 and the regions it merged ([] and none until it answers)."""
+    status, body = get_json(cloud.url + "/city/ranking?n=3")
+    return (body["items"], set(body["regions"])) if status == 200 else ([], set())
+
+
+def banner(args, run: Path, cloud: Cloud, fogs: list[Fog]) -> str:
+    c = cloud.url
+    s, n = fogs[-1], fogs[0]
+    meter = s.ids[min(6, len(s.ids) - 1)]
+    fog_lines = "\n".join(
+        f"  fog {f.region:<7} API {f.url:<32} broker mqtt://127.0.0.1:{f.broker.port:<6} meters {f.ids[0]}..{f.ids[-1]}"
+        for f in fogs)
+    return f"""
+AquaFog demo: {len(fogs)} fogs and the cloud, {args.meters} emulated meters per fog replaying the
+last {args.replay_hours:g} h at {args.speed:g}x, then in real time.
+
+{fog_lines}
+  cloud       API {c:<32} broker mqtt://127.0.0.1:{cloud.broker.port}
+  files, logs {run}/
+
+Try, at the cloud (the whole city):
+  curl -s '{c}/city/ranking?n=10'
+  curl -s  {c}/city/mean
+  curl -s  {c}/fogs
+  curl -s  {c}/meters/{meter}
+  curl -s -X POST -H 'Content-Type: application/json' \\
+       -d '{{"state":"closed","reason":"demo","command_id":"demo-block-1"}}' {c}/meters/{meter}/valve
+  curl -s  {c}/commands/demo-block-1
+At a fog (its own region):
+  curl -s '{s.url}/ranking?n=10&period=today'
+  curl -s  {s.url}/meters/{meter}
+  curl -s  {n.url}/city/mean
+  curl -s  {n.url}/health
+
+Ctrl-C stops everything.
+"""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--meters", type=int, default=200, help="emulated meters (default 200)")
+    ap.add_argument("--meters", type=int, default=100, help="emulated meters per fog (default 100)")
     ap.add_argument("--speed", type=float, default=60.0,
                     help="simulated seconds per real second until the meters catch up with now (default 60)")
     ap.add_argument("--replay-hours", type=float, default=3.0,
-                    help="the fleet starts this many hours in the past and replays them fast (default 3)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--http-port", type=int, default=8080, help="API port if free, else any free port")
-    ap.add_argument("--run-dir", default=str(ROOT / "run"))
+                    help="the fleets start this many hours in the past and replay them fast (default 3)")
+    ap.add_argument("--seed", type=int, default=1, help="water-use seed of the first fog (the next: +1, ...)")
+    ap.add_argument("--fog-ports", type=ports, default=(8080, 8081),
+                    help="the fogs' API ports, north,south, each if free, else any free port (default 8080,8081)")
+    ap.add_argument("--cloud-port", type=int, default=8090,
+                    help="the cloud's API port if free, else any free port (default 8090)")
+    ap.add_argument("--run-dir", default=str(ROOT / "run"), help="files and logs, emptied first (default ./run)")
     ap.add_argument("--timezone", default=os.environ.get("AQUAFOG_TIMEZONE", "UTC"))
     args = ap.parse_args()
+    if args.meters < 1:
+        ap.error("--meters must be >= 1")
+    if len(args.fog_ports) != len(FOGS):
+        ap.error(f"--fog-ports needs {len(FOGS)} ports, one per fog")
 
-    run = Path(args.run_dir)
+    run = Path(args.run_dir).resolve()
     if run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True)
-    children: list[tuple[str, subprocess.Popen]] = []
-    broker = None
-    stopping = False
 
-    def stop(*_):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # Every child runs in its own session, so a terminal's Ctrl-C reaches only this process,
+    # which then stops them in order (meters before gateways before brokers).
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    cloud = Cloud(run, args, pick_port(args.cloud_port))
+    fogs: list[Fog] = []
+    t0 = time.monotonic()
     try:
-        broker = LocalBroker(run / "broker").start()
-        http_port = args.http_port if port_free(args.http_port) else None
-        ids = [f"m{i:04d}" for i in range(1, args.meters + 1)]
-        gateway = LocalGateway(run, broker.port, ids, http_port=http_port, timezone=args.timezone)
-        gateway.start()
-        children.append(("gateway", gateway.proc))
-        api = gateway.url
-
-        fleet_log = open(run / "emulator.log", "ab")
-        start = int(time.time() - args.replay_hours * 3600)
-        em = subprocess.Popen([PY, str(ROOT / "tools" / "emulator"), "--broker", f"127.0.0.1:{broker.port}",
-                               "--meters", str(args.meters), "--prefix", "m", "--seed", str(args.seed),
-                               "--speed", str(args.speed), "--start", str(start),
-                               "--state-dir", str(run / "meters")],
-                              stdout=fleet_log, stderr=subprocess.STDOUT)
-        children.append(("emulator", em))
-
-        print(f"""
-AquaFog demo is running ({args.meters} emulated meters replaying the last {args.replay_hours:g} h at
-{args.speed:g}x, then in real time).
-
-  API         {api}
-  broker      mqtt://127.0.0.1:{broker.port}   (watch: mosquitto_sub -p {broker.port} -t 'aquafog/#' -v)
-  files, logs {run}/
-
-Try:
-  curl -s '{api}/ranking?n=10&period=today'
-  curl -s  {api}/meters/m0007
-  curl -s -X POST -H 'Content-Type: application/json' -d '{{"state":"closed","reason":"demo"}}' {api}/meters/m0007/valve
-  curl -s  {api}/meters/m0007/commands
-  curl -s  {api}/health
-
-Ctrl-C stops everything.
-""", flush=True)
-        first = True
-        shown_at = time.monotonic() + 60  # show the top 3 once they used water, or after a minute
-        while not stopping:
-            for name, p in children:
-                if p.poll() is not None:
-                    print(f"demo: the {name} exited with code {p.returncode}; see {run}/{name}.log", file=sys.stderr)
+        cloud.start()
+        for i, ((region, prefix), port) in enumerate(zip(FOGS, args.fog_ports)):
+            fogs.append(Fog(region, prefix, run, args, cloud.broker.port, pick_port(port), args.seed + i))
+            fogs[-1].start()
+        print(banner(args, run, cloud, fogs), flush=True)
+        children = cloud.children() + [c for f in fogs for c in f.children()]
+        regions = {f.region for f in fogs}
+        ready = shown = False
+        print("waiting for the city ranking at the cloud ...", flush=True)
+        while True:
+            for name, p, log in children:
+                if p is not None and p.poll() is not None:
+                    print(f"demo: the {name} exited with code {p.returncode}; its log ({log}):\n{tail(log)}",
+                          file=sys.stderr, flush=True)
                     return 1
-            if first:
-                try:
-                    with urllib.request.urlopen(f"{api}/ranking?n=3", timeout=2) as r:
-                        top = json.loads(r.read())["items"]
-                    if top and (top[-1]["litres"] > 0 or time.monotonic() > shown_at):
-                        print("top 3 today: " + ", ".join(f"{i['meter']} {i['litres']:.1f} L" for i in top),
-                              flush=True)
-                        first = False
-                except OSError:
-                    pass
-            time.sleep(0.5)
+            if not shown:
+                top, merged = city_top(cloud)
+                waited = time.monotonic() - t0
+                if not ready and top and regions <= merged:
+                    ready = True
+                    print(f"ready: the city ranking at the cloud lists meters of {' and '.join(sorted(regions))} "
+                          f"({waited:.1f} s after start)", flush=True)
+                if ready and top and (top[-1]["litres"] > 0 or waited > READY_TIMEOUT_S):  # once they used water
+                    shown = True
+                    print("city top 3 today: " + ", ".join(f"{i['meter']} ({i['region']}) {i['litres']:.1f} L"
+                                                          for i in top), flush=True)
+                elif not ready and waited > READY_TIMEOUT_S:
+                    shown = True  # say it once, keep running
+                    print(f"demo: no city ranking at the cloud after {READY_TIMEOUT_S:.0f} s; see "
+                          f"{cloud.log_path}, each fog's gateway.log and broker/mosquitto.log", file=sys.stderr,
+                          flush=True)
+            time.sleep(0.2)
+    except Stop:
         return 0
+    except Exception as exc:  # a part did not start: say which and why, then stop the rest
+        print(f"demo: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
-        for name, p in reversed(children):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for name, p in reversed(children):
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if broker is not None:
-            broker.stop()
-        print("demo: stopped the emulator, the gateway and the broker", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the shutdown short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        shutdown(cloud, fogs)
+        print(f"demo: stopped {len(fogs)} emulators, {len(fogs)} gateways, the cloud and "
+              f"{len(fogs) + 1} brokers", flush=True)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,10 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
 class LocalBroker:
     """A Mosquitto process on 127.0.0.1 with a generated config (dev, demo and tests)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, **config):
+    def __init__(self, data_dir: Path, port: int | None = None, *, new_session: bool = False, **config):
+        """new_session: run Mosquitto in its own session, out of reach of a terminal's Ctrl-C
+        (the demo stops its children itself, in order)."""
+        self.new_session = new_session
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -131,6 +134,7 @@ class LocalBroker:
             [find_mosquitto(), "-c", str(self.conf_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=self.new_session,
         )
         try:
             wait_for_port(self.host, self.port, timeout, self.proc)

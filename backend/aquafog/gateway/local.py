@@ -17,7 +17,10 @@ from ..broker import free_port, wait_for_port
 
 
 class LocalGateway:
-    def __init__(self, workdir: Path, broker_port: int, meters=(), http_port: int | None = None, **settings):
+    def __init__(self, workdir: Path, broker_port: int, meters=(), http_port: int | None = None, *,
+                 new_session: bool = False, **settings):
+        # new_session: out of reach of a terminal's Ctrl-C (the demo stops its children itself, in order)
+        self.new_session = new_session
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_path = Path(settings.pop("db_path", self.workdir / "gateway.db"))
@@ -54,7 +57,7 @@ class LocalGateway:
         """Start and wait until /health is 200 (store open, both broker links up)."""
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "aquafog", "gateway", "-c", str(self.conf)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=self.new_session)
         wait_for_port("127.0.0.1", self.http_port, timeout, self.proc)
         deadline = time.monotonic() + timeout
         while self.health()[0] != 200:
