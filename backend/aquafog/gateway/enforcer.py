@@ -194,7 +194,27 @@ class Enforcer:
         """What happens to each meter over a rule: exempt, would_block (dry run), blocked,
         released (an operator re-opened it in this period), valve_closed (closed by another command)."""
         actions = {v.meter: "exempt" for v in found if v.exempt}
-        todo = [v for v in found if not v.exempt]
+        if not found:
+            return actions
+        # read-only first, so a steady state (everyone over a rule already blocked) costs the
+        # writer nothing; _block checks again on the writer for the few left to block
+        b = policy_blocks.c
+        with self.engine.connect() as conn:
+            done = dict(conn.execute(select(meters.c.meter, b.released_ms).join(meters, meters.c.pk == b.meter_pk)
+                                     .where(b.period == s.period, b.period_key == key)).all())
+            closed = set(conn.execute(select(meters.c.meter).where(meters.c.valve_desired == "closed")).scalars())
+        todo = []
+        for v in found:
+            if v.exempt:
+                continue
+            if v.meter in done:
+                actions[v.meter] = "blocked" if done[v.meter] is None else "released"
+            elif v.meter in closed:
+                actions[v.meter] = "valve_closed"
+            elif s.mode != "enforce":
+                actions[v.meter] = "would_block"
+            else:
+                todo.append(v)
         for i in range(0, len(todo), CHUNK):
             part = todo[i:i + CHUNK]
             actions.update(self.writer.call(lambda conn, part=part: self._block(conn, s, part, key, mean)))
