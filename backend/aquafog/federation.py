@@ -28,6 +28,7 @@ from itertools import chain
 from typing import Iterable
 
 from .bridge import REGION_RE
+from .policy import MODES, PolicySettings, parse_settings
 from .protocol import COMMAND_ID_RE, LOCAL_PREFIX, Reject
 from .protocol import METER_ID_RE as METER_RE
 
@@ -320,12 +321,28 @@ class FogInfo:
     status: str                   # "ok" | "degraded"
     problems: tuple[str, ...]
     ts_ms: int
+    # the fog's policy: {"mode", "source", "updated_ms", "over", "blocked"} (policy_summary)
+    policy: dict | None = None
+
+
+POLICY_SOURCES = ("config", "api", "city")
 
 
 def encode_info(i: FogInfo) -> bytes:
     return json.dumps({"v": 1, "region": i.region, "api_url": i.api_url, "version": i.version,
-                       "status": i.status, "problems": list(i.problems), "ts_ms": i.ts_ms},
+                       "status": i.status, "problems": list(i.problems), "ts_ms": i.ts_ms, "policy": i.policy},
                       separators=(",", ":")).encode()
+
+
+def _policy_summary(obj) -> dict | None | Reject:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or obj.get("mode") not in MODES or obj.get("source") not in POLICY_SOURCES:
+        return _rej("bad_field", "policy", "policy must be an object with mode and source")
+    vals = _counts(obj, (("updated_ms", MAX_ML), ("over", 10**12), ("blocked", 10**12)))
+    if isinstance(vals, Reject):
+        return vals
+    return {"mode": obj["mode"], "source": obj["source"], **vals}
 
 
 def decode_info(payload: bytes, region_from_topic: str) -> FogInfo | Reject:
@@ -346,7 +363,10 @@ def decode_info(payload: bytes, region_from_topic: str) -> FogInfo | Reject:
     ts = _count(obj, "ts_ms", MAX_ML)
     if isinstance(ts, Reject):
         return ts
-    return FogInfo(region_from_topic, url, version, status, tuple(p[:300] for p in problems), ts)
+    policy = _policy_summary(obj.get("policy"))
+    if isinstance(policy, Reject):
+        return policy
+    return FogInfo(region_from_topic, url, version, status, tuple(p[:300] for p in problems), ts, policy)
 
 
 # --------------------------------------------------------------------------- city figures
@@ -384,3 +404,31 @@ def decode_city_mean(payload: bytes) -> CityMean | Reject:
     if not isinstance(regions, list) or not all(isinstance(r, str) and REGION_RE.fullmatch(r) for r in regions):
         return _rej("bad_field", "regions", "regions must be a list of region names")
     return CityMean(period, key, vals["meters"], vals["sum_ml"], tuple(regions), vals["ts_ms"])
+
+
+# --------------------------------------------------------------------------- city policy
+# cloud -> every fog: aquafog-city/city/policy (the fog sees aquafog-fog/city/policy),
+# retained: the policy settings a city operator set at the cloud (policy.py). A fog adopts
+# them unless its own settings changed later (the newest change wins).
+
+@dataclass(frozen=True)
+class CityPolicy:
+    settings: PolicySettings
+    ts_ms: int
+
+
+def encode_city_policy(p: CityPolicy) -> bytes:
+    return json.dumps({"v": 1, "settings": p.settings.to_json(), "ts_ms": p.ts_ms}, separators=(",", ":")).encode()
+
+
+def decode_city_policy(payload: bytes) -> CityPolicy | Reject:
+    obj = _object(payload)
+    if isinstance(obj, Reject):
+        return obj
+    parsed = parse_settings(obj.get("settings"), "settings.")
+    if isinstance(parsed, list):
+        return _rej("bad_field", parsed[0].split(":", 1)[0], "; ".join(parsed)[:300])
+    ts = _count(obj, "ts_ms", MAX_ML)
+    if isinstance(ts, Reject):
+        return ts
+    return CityPolicy(parsed, ts)

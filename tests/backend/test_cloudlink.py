@@ -75,3 +75,32 @@ def test_a_cloud_command_may_not_pose_as_a_meters_own_change():
     cl, sent = link(w)
     deliver(cl, CloudCommand("local-0badc0de-1", "m1", "closed", None, int(NOW * 1000) + 60_000))
     assert cl.rejected == 1 and w.calls == [] and sent == []
+
+
+class FakeEnforcer:
+    def __init__(self):
+        self.offered = []
+
+    def offer_city(self, p):
+        self.offered.append(p)
+
+    def summary(self):
+        return {"mode": "off", "source": "config", "updated_ms": 0, "over": 0, "blocked": 0}
+
+
+class Msg:
+    def __init__(self, topic, payload):
+        self.topic, self.payload = topic, payload
+
+
+def test_the_citys_policy_goes_to_the_enforcer_and_a_bad_one_is_counted():
+    from aquafog.federation import CityPolicy, encode_city_policy
+    from aquafog.policy import PolicySettings
+    enforcer = FakeEnforcer()
+    cl = CloudLink(GatewayConfig(region="north"), engine=None, writer=FakeWriter(), clock=lambda: NOW,
+                   policy=enforcer)
+    p = CityPolicy(PolicySettings(mode="enforce", mean_factor=1.5), 42)
+    cl._on_message(None, None, Msg("aquafog-fog/city/policy", encode_city_policy(p)))
+    assert enforcer.offered == [p]
+    cl._on_message(None, None, Msg("aquafog-fog/city/policy", b'{"v":1,"settings":{"mode":"on"},"ts_ms":1}'))
+    assert enforcer.offered == [p] and cl.rejected == 1

@@ -321,3 +321,28 @@ def test_the_policy_api_shows_settings_evaluation_and_blocks_and_refuses_bad_set
     assert client.get("/api/v1/policy/blocks?meter=BAD").get_json()["error"]["field"] == "meter"
     assert client.get("/api/v1/policy/blocks?active=maybe").get_json()["error"]["field"] == "active"
     assert json.loads(fog.blocks()["m10"]["rules"]) == [["mean", 687]]
+
+
+def test_the_citys_settings_are_adopted_unless_the_fogs_own_changed_later(tmp_path):
+    from aquafog.federation import CityPolicy
+    fog = Fog(tmp_path, mode="dry_run")
+    try:
+        e = fog.enforcer
+        start = e.updated_ms
+        e.offer_city(CityPolicy(PolicySettings(mode="enforce", cap_m3=3.0), start + 10))
+        e._adopt_city()
+        assert (e.settings.mode, e.settings.cap_m3, e.source, e.updated_ms) == ("enforce", 3.0, "city", start + 10)
+        assert e.summary() == {"mode": "enforce", "source": "city", "updated_ms": start + 10, "over": 0,
+                               "blocked": 0}
+        # the same retained message again (a reconnect), or an older one: nothing changes
+        e.offer_city(CityPolicy(PolicySettings(mode="off"), start + 10))
+        e._adopt_city()
+        assert e.settings.mode == "enforce"
+        fog.now = (start + 20) / 1000
+        e.replace(PolicySettings(mode="dry_run"))  # the fog's operator, later
+        e.offer_city(CityPolicy(PolicySettings(mode="off"), start + 15))
+        e._adopt_city()
+        assert (e.settings.mode, e.source) == ("dry_run", "api")
+        assert (fog.new_enforcer().source, fog.new_enforcer().settings.mode) == ("api", "dry_run")  # stored
+    finally:
+        fog.stop()

@@ -16,14 +16,18 @@ def get(url: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def post(url: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+def post(url: str, body: dict, method: str = "POST") -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def put(url: str, body: dict) -> tuple[int, dict]:
+    return post(url, body, "PUT")
 
 
 def wait_for(pred, what: str, timeout: float = 20.0):

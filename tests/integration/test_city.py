@@ -23,7 +23,7 @@ from aquafog.config import CloudConfig
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
 from .gatewayproc import GatewayProcess
-from .httpjson import get, post, wait_for
+from .httpjson import get, post, put, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -255,10 +255,11 @@ def test_mean_and_cap_policies_block_exactly_the_meters_over_them_and_dry_run_bl
     truth = over_mean(fogs)
     assert 0 < len(truth) < sum(len(f.usage) for f in fogs)
 
-    # dry run of the mean rule everywhere: the exact list, nobody blocked
+    # dry run of the mean rule everywhere, set once at the cloud: the exact list, nobody blocked
     t0 = int(time.time() * 1000)
-    for f in fogs:
-        assert f.gateway.request("PUT", "/policy", {"mode": "dry_run", "period": "day"})[0] == 200
+    status, body = put(f"{api}/policy", {"mode": "dry_run", "period": "day"})
+    assert status == 200 and body["sent"] and body["settings"]["mode"] == "dry_run"
+    assert put(f"{api}/policy", {"mode": "dry_run", "mean_factor": 0})[1]["error"]["field"] == "mean_factor"
     for f in fogs:
         ev = f.gateway.wait_for(lambda f=f: evaluation(f, t0, total), f"a dry run at {f.region}")
         assert ev["mean"]["meters"] == len(REGIONS) * (ACTIVE + SILENT) and ev["mean"]["source"] == "city"
@@ -266,12 +267,16 @@ def test_mean_and_cap_policies_block_exactly_the_meters_over_them_and_dry_run_bl
         assert {m["action"] for m in ev["meters"]} <= {"would_block"}
         assert f.gateway.get("/policy/blocks")["items"] == []
         assert not any(f.gateway.get(f"/meters/{m}/commands")["items"] for m in f.meters[:ACTIVE])
+        assert f.gateway.get("/policy")["source"] == "city"
+    # the cloud sees each fog's policy in its info
+    wait_for(lambda: [x["policy"] and (x["policy"]["mode"], x["policy"]["source"]) for x in get(f"{api}/policy")[1]["fogs"]]
+             == [("dry_run", "city")] * 3, "every fog's policy at the cloud")
 
     # enforce: the mean rule at north and south; caps, an own cap and an exemption at east
     north, south, east = fogs
     t1 = int(time.time() * 1000)
-    for f in (north, south):
-        assert f.gateway.request("PUT", "/policy", {"mode": "enforce", "period": "day"})[0] == 200
+    for f in (north, south):  # a fog's own change, newer than the city's, wins at that fog
+        assert f.gateway.request("PUT", "/policy", {"mode": "enforce", "period": "day"})[1]["source"] == "api"
     ranked = sorted(east.usage.items(), key=lambda kv: -kv[1])
     hospital, farm = ranked[0][0], ranked[1][0]
     small = next(m for m, ml in ranked if 1000 < ml <= 50_000)

@@ -20,7 +20,7 @@ from aquafog.federation import Partial, encode_partial, period_key
 from aquafog.periods import Calendar, day_key
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
-from .httpjson import get, post, wait_for
+from .httpjson import get, post, put, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -90,11 +90,24 @@ def test_bad_partials_are_rejected_and_counted_and_an_old_one_never_wins(cloud_r
     status, health = get(f"{api}/health")
     assert status == 200 and health["partials"]["rejected"]["not_json"] == 1
 
+    # bad fog info is counted like a bad partial
+    send("aquafog-city/fogs/north/summary/info/fog", json.dumps(
+        {"v": 1, "region": "north", "api_url": "http://evil/x", "version": "1", "status": "ok", "problems": [],
+         "ts_ms": 1}).encode())
+    wait_for(lambda: cloud.rejected["bad_field"] == 2, "the bad info counted")
+    assert get(f"{api}/fogs")[1]["items"][0]["api_url"] is None
+    # the city's policy settings: kept in the store
+    status, body = put(f"{api}/policy", {"mode": "enforce", "cap_m3": 30, "exempt": ["n1"]})
+    assert status == 200 and body["sent"]
+
     # a restarted cloud answers from its store before any partial arrives again
     cloud.stop()
     again = start()
     status, body = get(f"http://127.0.0.1:{again.http_port}/api/v1/city/mean")
     assert status == 200 and (body["meters"], body["sum_ml"]) == (10, 8000)
+    body = get(f"http://127.0.0.1:{again.http_port}/api/v1/policy")[1]
+    assert (body["settings"]["mode"], body["settings"]["cap_m3"], body["settings"]["exempt"]) == ("enforce", 30.0,
+                                                                                                  ["n1"])
 
 
 def test_bad_queries_say_which_parameter_and_why(cloud_rig):
@@ -113,6 +126,13 @@ def test_bad_queries_say_which_parameter_and_why(cloud_rig):
         assert status == 400 and body["error"]["field"] == field, (req, body)
     status, body = get(f"{api}/city/mean")
     assert status == 200 and body["meters"] == 0 and body["mean_litres"] is None
+    for req, field in (({"mode": "always"}, "mode"), ({"caps_m3": {"m1": -1}}, "caps_m3"), ([], "body")):
+        status, body = put(f"{api}/policy", req)
+        assert status == 400 and body["error"]["field"] == field, (req, body)
+    assert get(f"{api}/policy")[1] == {"settings": None, "updated_ms": None, "fogs": []}
+    # meter detail for a meter no fog has
+    status, body = get(f"{api}/meters/m1")
+    assert status == 404 and "directory" in body["error"]["message"]
 
 
 def test_aquafog_cloud_command_serves_and_stops_on_sigterm(tmp_path):

@@ -7,6 +7,7 @@ from datetime import date, datetime, timezone
 
 from flask import request
 
+from ..policy import PolicySettings, parse_settings
 from ..protocol import COMMAND_ID_RE, LOCAL_PREFIX, VALVE_STATES
 from .errors import bad_request
 
@@ -96,3 +97,16 @@ def valve_request() -> tuple[str, str | None, str | None]:
         raise bad_request(f"command_id must not start with {LOCAL_PREFIX!r}: meters use it for the changes "
                           "they make on their own", "command_id")
     return state, reason, command_id
+
+
+def policy_request() -> PolicySettings:
+    """The body of PUT /api/v1/policy, checked (README "Policies"); the fog's API and the
+    cloud's take the same body. Every problem is in the message, the first one's field in `field`."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object of policy settings (README 'Policies'), sent with "
+                          "Content-Type: application/json", "body")
+    parsed = parse_settings(body)
+    if isinstance(parsed, list):
+        raise bad_request("; ".join(parsed), parsed[0].split(":", 1)[0].split(".", 1)[0])
+    return parsed

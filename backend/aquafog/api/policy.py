@@ -8,12 +8,11 @@ import json
 from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
-from ..policy import parse_settings
 from ..protocol import METER_ID_RE
 from ..store.schema import meters, policy_blocks
 from . import ctx, db
 from .errors import bad_request
-from .params import arg_enum, arg_int
+from .params import arg_enum, arg_int, policy_request
 
 bp = Blueprint("policy", __name__)
 
@@ -35,15 +34,7 @@ def get_policy():
 
 @bp.put("/policy")
 def put_policy():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise bad_request("the body must be a JSON object of policy settings (see GET /api/v1/policy), sent "
-                          "with Content-Type: application/json", "body")
-    parsed = parse_settings(body)
-    if isinstance(parsed, list):
-        field = parsed[0].split(":", 1)[0].split(".", 1)[0]
-        raise bad_request("; ".join(parsed), field)
-    return jsonify(ctx().services.policy().replace(parsed))
+    return jsonify(ctx().services.policy().replace(policy_request()))
 
 
 @bp.get("/policy/blocks")

@@ -8,7 +8,7 @@ from flask import Flask, jsonify, request
 
 from ..api import errors
 from ..api.errors import ApiError, bad_request, not_found
-from ..api.params import arg_enum, arg_int, valve_request
+from ..api.params import arg_enum, arg_int, policy_request, valve_request
 from ..config import CloudConfig
 from ..federation import MAX_K, period_key
 from ..periods import Calendar, day_key
@@ -82,6 +82,19 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
                           "problems": list(info.problems) if info else [], "version": info.version if info else None,
                           "info_ms": info.ts_ms if info else None, "info_received_ms": seen})
         return jsonify({"items": items})
+
+    @app.get("/api/v1/policy")
+    def get_policy():
+        p = cloud.policy
+        return jsonify({
+            "settings": p.settings.to_json() if p else None, "updated_ms": p.ts_ms if p else None,
+            "fogs": [{"region": r, "policy": info.policy} for r, (info, _) in sorted(cloud.fogs.items())],
+        })
+
+    @app.put("/api/v1/policy")
+    def put_policy():
+        p, sent = cloud.set_policy(policy_request())
+        return jsonify({"settings": p.settings.to_json(), "updated_ms": p.ts_ms, "sent": sent})
 
     def forwarded(meter_id: str, sub: str = ""):
         """The owning fog's answer for this meter (its status and body), with where it came from."""

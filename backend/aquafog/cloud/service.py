@@ -27,13 +27,14 @@ from .. import __version__
 from ..bridge import cloud_summary_filter, parse_cloud_summary_topic
 from ..config import CloudConfig
 from ..bridge import city_topic, cloud_command_topic
-from ..federation import (CityMean, CloudCommand, FogInfo, decode_directory, decode_info, decode_partial,
-                          decode_status, encode_city_mean, encode_command)
+from ..federation import (CityMean, CityPolicy, CloudCommand, FogInfo, decode_directory, decode_info,
+                          decode_partial, decode_status, encode_city_mean, encode_city_policy, encode_command)
+from ..policy import PolicySettings
 from ..protocol import Reject
 from . import RoutingError
 from .api import create_cloud_app
-from .store import (cloud_commands, load_directory, load_partials, open_cloud_engine, replace_region_directory,
-                    save_partial)
+from .store import (cloud_commands, load_city_policy, load_directory, load_partials, open_cloud_engine,
+                    replace_region_directory, save_city_policy, save_partial)
 from .view import CityView
 
 log = logging.getLogger("aquafog.cloud")
@@ -58,6 +59,7 @@ class Cloud:
             for p in load_partials(conn):  # a restarted cloud answers at once
                 self.view.put(p)
             self.directory: dict[str, str] = load_directory(conn)  # meter -> region
+            self.policy: CityPolicy | None = load_city_policy(conn)
         self._chunks: dict[str, tuple[int, dict[int, tuple[str, ...]]]] = {}  # region -> (seq, chunks so far)
         self.fogs: dict[str, tuple[FogInfo, int]] = {}  # region -> (newest info, received_ms)
         self.inbox: queue.Queue = queue.Queue()
@@ -92,6 +94,8 @@ class Cloud:
             return
         self.subscribed.clear()
         client.subscribe(cloud_summary_filter(), qos=1)
+        if self.policy is not None:  # again: a broker without persistence may have lost the retained copy
+            self._publish_policy(self.policy)
 
     # --- ingest ---------------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> None:
@@ -216,6 +220,21 @@ class Cloud:
             raise RoutingError(503, "unavailable", "the cloud broker is unreachable: the command was not sent; "
                                                    "retry when GET /api/v1/health is ok")
         return row, True
+
+    def set_policy(self, settings: PolicySettings) -> tuple[CityPolicy, bool]:
+        """The city's policy settings: stored, and sent to every fog (retained); (policy, sent?).
+        Not sent now: it goes out when the cloud broker is back."""
+        ts = max(int(time.time() * 1000), self.policy.ts_ms + 1 if self.policy else 0)
+        p = CityPolicy(settings, ts)
+        with self.engine.begin() as conn:
+            save_city_policy(conn, p)
+        self.policy = p
+        log.info("city policy set: %s", settings.to_json())
+        return p, self._publish_policy(p)
+
+    def _publish_policy(self, p: CityPolicy) -> bool:
+        info = self.client.publish(city_topic("policy"), encode_city_policy(p), qos=1, retain=True)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def owner(self, meter: str) -> tuple[str, str]:
         """(region, api_url) of the fog that owns `meter`, for meter detail; RoutingError if none."""

@@ -12,7 +12,8 @@ from pathlib import Path
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
 
-from ..federation import Partial
+from ..federation import CityPolicy, Partial
+from ..policy import PolicySettings, parse_settings
 
 metadata = MetaData()
 
@@ -117,3 +118,26 @@ def replace_region_directory(conn: Connection, region: str, meters: list[str]) -
 
 def load_directory(conn: Connection) -> dict[str, str]:
     return dict(conn.execute(select(meter_directory.c.meter, meter_directory.c.region)).all())
+
+
+# the city's policy settings (policy.py), which the cloud sends to every fog
+city_policy = Table(
+    "city_policy", metadata,
+    Column("id", Integer, primary_key=True),  # always 1
+    Column("settings", Text, nullable=False),  # JSON
+    Column("ts_ms", BigInteger, nullable=False),
+)
+
+
+def save_city_policy(conn: Connection, p: CityPolicy) -> None:
+    row = {"settings": json.dumps(p.settings.to_json()), "ts_ms": p.ts_ms}
+    if conn.execute(city_policy.update().where(city_policy.c.id == 1).values(**row)).rowcount == 0:
+        conn.execute(city_policy.insert().values(id=1, **row))
+
+
+def load_city_policy(conn: Connection) -> CityPolicy | None:
+    r = conn.execute(select(city_policy).where(city_policy.c.id == 1)).mappings().first()
+    if r is None:
+        return None
+    parsed = parse_settings(json.loads(r["settings"]))
+    return CityPolicy(parsed, r["ts_ms"]) if isinstance(parsed, PolicySettings) else None

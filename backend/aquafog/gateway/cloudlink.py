@@ -8,8 +8,9 @@ cloud's aquafog-fog/cmnd/# down. Every `summary_interval_ms`, and only what chan
 - the fog's info (its API URL, for meter detail through the cloud, and its health),
   retained, when it changes and every INFO_EVERY_S.
 
-Down the link come valve commands and the city mean (kept as the last known one while the
-link is down; GET /api/v1/city/mean on the fog).
+Down the link come valve commands, the city mean (kept as the last known one while the
+link is down; GET /api/v1/city/mean on the fog) and the city's policy settings (handed to
+the enforcer, which adopts them unless the fog's own changed later).
 
 A valve command from the cloud goes into the fog's own ledger (origin "cloud"), with the
 same semantics as one from the fog's API: applied only when the meter confirms. One that
@@ -30,8 +31,8 @@ from ..bridge import fog_city_filter, fog_city_topic, fog_command_filter, fog_co
 from ..config import GatewayConfig
 from .. import __version__
 from ..federation import (DIRECTORY_CHUNK, CityMean, CloudCommand, CommandStatus, DirectoryChunk, FogInfo,
-                          decode_city_mean, decode_command, encode_directory, encode_info, encode_partial,
-                          encode_status)
+                          decode_city_mean, decode_city_policy, decode_command, encode_directory, encode_info,
+                          encode_partial, encode_status)
 from ..periods import Calendar
 from ..protocol import Reject
 from ..store import queries
@@ -46,8 +47,10 @@ INFO_EVERY_S = 60.0
 
 
 class CloudLink:
-    def __init__(self, cfg: GatewayConfig, engine, writer, clock=time.time, health=None, api_url=None):
+    def __init__(self, cfg: GatewayConfig, engine, writer, clock=time.time, health=None, api_url=None,
+                 policy=None):
         self.cfg = cfg
+        self.policy = policy            # the enforcer: takes the city's settings, summarises its own
         self.health = health            # () -> the gateway's /health body
         self.api_url = api_url          # () -> where the cloud reaches this fog's API
         self._info: tuple | None = None  # (content, when) of the info last published
@@ -92,6 +95,14 @@ class CloudLink:
         if msg.topic == fog_command_topic("valve"):
             with self._lock:
                 self._inbox.append(msg.payload)
+            return
+        if msg.topic == fog_city_topic("policy"):
+            p = decode_city_policy(msg.payload)
+            if isinstance(p, Reject):
+                self.rejected += 1
+                log.warning("city policy rejected (%s, field %s): %s", p.reason, p.field, p.message)
+            elif self.policy is not None:
+                self.policy.offer_city(p)
             return
         for period in ("day", "month"):
             if msg.topic == fog_city_topic("mean", period):
@@ -168,10 +179,12 @@ class CloudLink:
         if self.health is None:
             return
         h = self.health()
-        content = (self.api_url() if self.api_url else "", h["status"], tuple(h["problems"][:20]))
+        policy = self.policy.summary() if self.policy is not None else None
+        content = (self.api_url() if self.api_url else "", h["status"], tuple(h["problems"][:20]),
+                   tuple(sorted(policy.items())) if policy else None)
         if self._info is not None and self._info[0] == content and now - self._info[1] < INFO_EVERY_S:
             return
-        info = FogInfo(self.cfg.region, content[0], __version__, content[1], content[2], int(now * 1000))
+        info = FogInfo(self.cfg.region, content[0], __version__, content[1], content[2], int(now * 1000), policy)
         if self._publish(fog_summary_topic("info", "fog"), encode_info(info), retain=True):
             self._info = (content, now)
 

@@ -26,7 +26,7 @@ from typing import Callable
 from sqlalchemy import and_, func, or_, select, update
 
 from ..config import GatewayConfig
-from ..federation import CityMean, period_key
+from ..federation import CityMean, CityPolicy, period_key
 from ..periods import Calendar
 from ..policy import Mean, PolicySettings, describe, parse_settings, lowest_threshold_ml, mean_threshold_ml, violations
 from ..store.schema import commands, consumption_daily, consumption_monthly, meters, policy_blocks, policy_settings
@@ -56,6 +56,7 @@ class Enforcer:
         self.last: dict | None = None   # the latest evaluation, for GET /api/v1/policy
         self.last_error: str | None = None
         self.rounds = 0
+        self._city: CityPolicy | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="policy", daemon=True)
@@ -86,19 +87,38 @@ class Enforcer:
             parsed = self.cfg.policy_settings
         self.settings, self.source, self.updated_ms = parsed, row["source"], row["updated_ms"]
 
-    def replace(self, settings: PolicySettings) -> dict:
-        """New settings from the API: stored, and evaluated at once."""
-        now = _now_ms(self.clock)
+    def replace(self, settings: PolicySettings, source: str = "api", updated_ms: int | None = None) -> dict:
+        """New settings from the fog's API (or the city's, `source` "city", stamped by the cloud):
+        stored, and evaluated at once."""
+        now = _now_ms(self.clock) if updated_ms is None else updated_ms
 
         def fn(conn):
             conn.execute(update(policy_settings).where(policy_settings.c.id == 1).values(
-                settings=json.dumps(settings.to_json(), sort_keys=True), source="api", updated_ms=now))
+                settings=json.dumps(settings.to_json(), sort_keys=True), source=source, updated_ms=now))
             return None, []
         self.writer.call(fn)
-        self.settings, self.source, self.updated_ms = settings, "api", now
-        log.info("policy settings replaced through the API: %s", settings.to_json())
+        self.settings, self.source, self.updated_ms = settings, source, now
+        log.info("policy settings replaced (from the %s): %s", "cloud" if source == "city" else "API",
+                 settings.to_json())
         self._wake.set()
         return self.describe_settings()
+
+    def offer_city(self, p: CityPolicy) -> None:
+        """The city's settings arrived from the cloud (on the link's thread): adopted in the
+        next round if newer than the settings in force."""
+        self._city = p
+        self._wake.set()
+
+    def _adopt_city(self) -> None:
+        p, self._city = self._city, None
+        if p is not None and p.ts_ms > self.updated_ms:
+            self.replace(p.settings, "city", p.ts_ms)
+
+    def summary(self) -> dict:
+        """For the fog's info to the cloud."""
+        counts = (self.last or {}).get("counts", {})
+        return {"mode": self.settings.mode, "source": self.source, "updated_ms": self.updated_ms,
+                "over": counts.get("over", 0), "blocked": counts.get("blocked", 0)}
 
     def describe_settings(self) -> dict:
         return {"settings": self.settings.to_json(), "source": self.source, "updated_ms": self.updated_ms,
@@ -119,6 +139,7 @@ class Enforcer:
         interval = self.cfg.policy_interval_ms / 1000
         while not self._stop.is_set():
             try:
+                self._adopt_city()
                 self.tick()
                 self.last_error = None
             except Exception as exc:  # the store busy, the writer stopping: next round

@@ -56,9 +56,9 @@ class Gateway:
         self.receiver = ctx.Process(target=receiver_main, args=(settings, rx_in, ack_out),
                                     name="aquafog-receiver", daemon=True)
         self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in)
-        self.cloudlink = CloudLink(cfg, self.engine, self.writer, health=self.health,
-                                   api_url=self.api_url) if cfg.region else None
         self.enforcer = Enforcer(cfg, self.engine, self.writer, self.city_mean)
+        self.cloudlink = CloudLink(cfg, self.engine, self.writer, health=self.health, api_url=self.api_url,
+                                   policy=self.enforcer) if cfg.region else None
         self.app = create_app(cfg, self.engine, self)
         self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
                                   ident="aquafog")
