@@ -14,6 +14,11 @@ ranking  GET /api/v1/ranking latency over HTTP (keep-alive) with 100k meters in 
 city     GET /api/v1/city/ranking at the cloud with partials from 10 fogs x 100k meters
          (top-1000 each), while a fog sends a new partial every 100 ms (so many requests
          merge afresh), against GET /api/v1/health on the same server.
+city_latency  From a reading that moves a meter into the city top-10 to that change in the
+         cloud's GET /api/v1/city/ranking?n=10, with real parts: cloud Mosquitto + `aquafog cloud`,
+         2 fogs (Mosquitto bridged to the cloud's, gateway process) x 100k meters, default
+         gateway settings; against the same reading showing in the fog's own ranking, and
+         the bare MQTT path fog -> bridge -> cloud broker (tools/bench/city_latency.py).
 heap     The meter firmware's heap in use on real MicroPython (WebAssembly port) after
          main.py's start-up and one reporting cycle, compiled to .mpy as `make flash`
          installs it, against the same from .py sources (tools/bench/heap.py).
@@ -45,6 +50,7 @@ from aquafog.broker import LocalBroker  # noqa: E402
 from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
+import city_latency  # noqa: E402
 import heap  # noqa: E402
 
 PY = sys.executable
@@ -238,15 +244,15 @@ def _rss_kb(pid: int) -> int | None:
 
 # ------------------------------------------------------------------ ranking
 
-def populate(db: Path, meters: int) -> float:
-    """100k meters with two readings each today, through the gateway's own accounting."""
+def populate(db: Path, meters: int, prefix: str = "r") -> float:
+    """100k meters (ids <prefix>000000 ...) with two readings each today, through the gateway's own accounting."""
     from aquafog.gateway.accounting import Accounting
     from aquafog.periods import Calendar
     from aquafog.protocol import Reading
     from aquafog.store.engine import open_engine
     from aquafog.store.registry import add_meters
     engine = open_engine(db)
-    ids = [f"r{m:06d}" for m in range(meters)]
+    ids = [f"{prefix}{m:06d}" for m in range(meters)]
     add_meters(engine, ids)
     acc = Accounting(Calendar("UTC"), engine.dialect)
     now = int(time.time())
@@ -315,12 +321,17 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("ingest", "ranking", "city", "heap"))
+    ap.add_argument("--only", choices=("ingest", "ranking", "city", "city_latency", "heap"))
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--meters", default="1000,10000",
                     help="meters in the ingest backlog; a comma-separated list runs one benchmark each")
     ap.add_argument("--ranking-meters", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--city-fogs", type=int, default=2, help="city_latency: fogs (each Mosquitto + bridge + gateway)")
+    ap.add_argument("--city-meters", type=int, default=100_000, help="city_latency: registered meters per fog")
+    ap.add_argument("--city-samples", type=int, default=100, help="city_latency: readings timed to the cloud")
+    ap.add_argument("--city-summary-interval-ms", type=int,
+                    help="city_latency: the fogs' summary_interval_ms (default: the gateway's default)")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "bench.json"))
     args = ap.parse_args()
     if not shutil.which("mosquitto_sub"):
@@ -338,6 +349,10 @@ def main() -> int:
             results["ranking"] = bench_ranking(work, args.ranking_meters, args.requests)
         if args.only in (None, "city"):
             results["city"] = bench_city(work, 10, 100_000, 1000, args.requests)
+        if args.only in (None, "city_latency"):
+            results["city_latency"] = city_latency.measure(work / "city-latency", populate, args.city_fogs,
+                                                           args.city_meters, args.city_samples,
+                                                           args.city_summary_interval_ms)
         if args.only in (None, "heap"):
             results["heap"] = heap.measure()
     out = Path(args.out)
@@ -361,6 +376,9 @@ def main() -> int:
             print(f"| city ranking at the cloud, {r['fogs']} fogs x {r['meters'] // r['fogs']} meters, "
                   f"{path.split('?')[1]} | p99 {c['p99_ms']} ms | health p99 {r['health_p99_ms']} ms | "
                   f"{c['p99_ratio_vs_health']} | p99 <= 10 ms |")
+    if "city_latency" in results:
+        for line in city_latency.rows(results["city_latency"]):
+            print(line)
     if "heap" in results:
         print(heap.row(results["heap"]))
     print(f"\nwritten to {out}")
