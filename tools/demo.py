@@ -31,6 +31,8 @@ from aquafog.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
 from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 PY = sys.executable
+# the fogs start with a dry run of the mean rule, so GET /policy shows who would be blocked
+DEMO_POLICY = {"mode": "dry_run", "period": "day", "mean_factor": 2.0}
 FOGS = (("north", "n"), ("south", "s"))  # region, meter id prefix (ids unique across the city)
 READY_TIMEOUT_S = 60.0
 
@@ -104,6 +106,7 @@ class Fog:
             self.dir, self.broker.port, self.ids, http_port=self.http_port, new_session=True,
             timezone=self.args.timezone, region=self.region, summary_interval_ms=500,
             api_url=f"http://127.0.0.1:{self.http_port}",  # where the cloud reaches this fog's API (meter detail)
+            policy=DEMO_POLICY,
         )
         self.gateway.start()
         self._emulator_log = open(self.dir / "emulator.log", "ab")
@@ -216,11 +219,16 @@ Try, at the cloud (the whole city):
   curl -s -X POST -H 'Content-Type: application/json' \\
        -d '{{"state":"closed","reason":"demo","command_id":"demo-block-1"}}' {c}/meters/{meter}/valve
   curl -s  {c}/commands/demo-block-1
+  curl -s  {c}/policy        # each fog's policy: a dry run of "above 2x the city mean today"
+  curl -s -X PUT -H 'Content-Type: application/json' \
+       -d '{{"mode":"enforce","period":"day","mean_factor":2,"exempt":["{meter}"]}}' {c}/policy
 At a fog (its own region):
   curl -s '{s.url}/ranking?n=10&period=today'
   curl -s  {s.url}/meters/{meter}
   curl -s  {n.url}/city/mean
   curl -s  {n.url}/health
+  curl -s '{n.url}/policy?limit=5'       # who would be blocked, with the rule and the figures
+  curl -s  {n.url}/policy/blocks
 
 Ctrl-C stops everything.
 """

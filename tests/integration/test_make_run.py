@@ -162,6 +162,9 @@ def test_make_run_runs_two_fogs_and_the_cloud_and_stops_everything(tmp_path, how
         assert status == 200 and sorted(f["region"] for f in body["items"]) == sorted(REGIONS), body
         status, body = get(f"{cloud}/meters/s0003")
         assert status == 200 and (body["meter"], body["region"]) == ("s0003", "south"), body
+        # the fogs run the demo's dry run of the mean rule, from their config files
+        status, body = get(f"{fogs['north'][0]}/policy")
+        assert status == 200 and (body["settings"]["mode"], body["source"]) == ("dry_run", "config"), body
         children = descendants(proc.pid)
         assert len(children) >= 9, children  # 3 brokers, 2 gateways (+ receivers), the cloud, 2 emulators
     finally:

@@ -28,7 +28,7 @@ class LocalGateway:
         self.log_path = self.workdir / "gateway.log"
         cfg = {"db_path": str(self.db_path), "mqtt_port": broker_port, "http_port": self.http_port, **settings}
         self.conf = self.workdir / "gateway.toml"
-        self.conf.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
+        self.conf.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
         if meters:
             self.register(meters)
         self.proc: subprocess.Popen | None = None
@@ -86,3 +86,12 @@ class LocalGateway:
             self._log.close()
             self._log = None
         return code
+
+
+def _toml(v) -> str:
+    """A config value as TOML: tables (the [policy] table) inline; JSON spells the rest alike."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(v)
