@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 
 from aquafog.bridge import BridgeConfig  # noqa: E402
-from aquafog.broker import LocalBroker, free_port, wait_for_port  # noqa: E402
+from aquafog.broker import LocalBroker, free_port  # noqa: E402
+from aquafog.cloud.local import LocalCloud  # noqa: E402
 from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 PY = sys.executable
@@ -131,32 +132,23 @@ class Cloud:
         self.broker = LocalBroker(self.dir / "broker", new_session=True)
         self.http_port = http_port
         self.args = args
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.dir / "cloud.log"
-        self._log = None
+        self.service: LocalCloud | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/api/v1"
 
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.service and self.service.proc
+
     def start(self, timeout: float = 30.0) -> None:
         self.broker.start()
-        conf = self.dir / "cloud.toml"
-        cfg = {"db_url": f"sqlite:///{self.dir / 'cloud.db'}", "timezone": self.args.timezone,
-               "mqtt_port": self.broker.port, "http_port": self.http_port}
-        conf.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([PY, "-m", "aquafog", "cloud", "-c", str(conf)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for_port("127.0.0.1", self.http_port, timeout, self.proc)
-        deadline = time.monotonic() + timeout
-        while get_json(self.url + "/health")[0] != 200:  # store open, subscribed on its broker
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the cloud is not healthy; its log:\n{tail(self.log_path)}")
-            time.sleep(0.05)
+        self.service = LocalCloud(self.dir, self.broker.port, self.http_port, new_session=True,
+                                  timezone=self.args.timezone).start(timeout)
 
     def children(self) -> list[tuple[str, subprocess.Popen | None, Path]]:
-        return [("cloud broker", self.broker.proc, self.broker.log_path), ("cloud", self.proc, self.log_path)]
+        return [("cloud broker", self.broker.proc, self.broker.log_path), ("cloud", self.proc, self.dir / "cloud.log")]
 
 
 def terminate(procs: list[subprocess.Popen | None], timeout: float = 20.0) -> None:
@@ -185,8 +177,8 @@ def shutdown(cloud: Cloud, fogs: list[Fog]) -> None:
     for f in fogs:
         f.broker.stop()
     terminate([cloud.proc])
-    if cloud._log:
-        cloud._log.close()
+    if cloud.service is not None:
+        cloud.service.stop()
     cloud.broker.stop()
 
 

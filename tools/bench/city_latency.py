@@ -30,9 +30,6 @@ import http.client
 import json
 import queue
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -40,7 +37,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from aquafog.bridge import BridgeConfig, fog_summary_topic
-from aquafog.broker import LocalBroker, free_port, wait_for_port
+from aquafog.broker import LocalBroker
+from aquafog.cloud.local import LocalCloud
 from aquafog.config import GatewayConfig
 from aquafog.gateway.local import LocalGateway
 
@@ -72,54 +70,6 @@ def _get(conn: http.client.HTTPConnection, path: str) -> dict:
 
 def _ml(item: dict) -> int:
     return round(item["litres"] * 1000)
-
-
-class LocalCloud:
-    """An `aquafog cloud` process with a generated config (SQLite under workdir)."""
-
-    def __init__(self, workdir: Path, broker_port: int):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.http_port = free_port()
-        self.conf = self.workdir / "cloud.toml"
-        cfg = {"db_url": f"sqlite:///{self.workdir / 'cloud.db'}", "mqtt_port": broker_port,
-               "http_port": self.http_port, "mqtt_client_id": "bench-cloud", "log_level": "WARNING"}
-        self.conf.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
-        self.log_path = self.workdir / "cloud.log"
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    def start(self, timeout: float = 30.0) -> "LocalCloud":
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "aquafog", "cloud", "-c", str(self.conf)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for_port("127.0.0.1", self.http_port, timeout, self.proc)
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
-        deadline = time.monotonic() + timeout
-        while True:
-            conn.request("GET", "/api/v1/health")
-            resp = conn.getresponse()
-            resp.read()
-            if resp.status == 200:
-                return self
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the cloud is not healthy; its log:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if self._log:
-            self._log.close()
-            self._log = None
 
 
 class Fog:
@@ -244,7 +194,7 @@ def measure(workdir: Path, populate, fogs: int = 2, meters: int = 100_000, sampl
     cloud = None
     fog_list: list[Fog] = []
     try:
-        cloud = LocalCloud(workdir / "cloud", broker.port).start()
+        cloud = LocalCloud(workdir / "cloud", broker.port, mqtt_client_id="bench-cloud", log_level="WARNING").start()
         log(f"city_latency: {fogs} fogs x {meters} meters (bulk load), summary_interval_ms {interval_ms} ...")
         for i in range(fogs):
             fog_list.append(Fog(i, workdir / f"fog{i}", broker.port, meters, populate, settings))

@@ -10,9 +10,11 @@ Each round:
    the same command ledger as an operator (origin "policy": applied only when the meter
    confirms), and records the block with the rule and the figures. "dry_run" lists them.
 
-A block an operator lifts (any later open command from the API or the cloud) is
-recorded as released by the operator, and the meter is not blocked again in that period.
-Store changes go through the writer thread, in chunks, so ingest is never held long.
+A block an operator overrides (any later valve command for the meter, from the fog's API
+or the cloud) is recorded as released by the operator, and the meter is not blocked again
+in that period. Settings: the config's [policy], the fog's API, or the city's from the cloud
+(offer_city); the newest change wins. Store changes go through the writer thread, in
+chunks, and only when there is something to change, so ingest is never held long.
 """
 
 from __future__ import annotations
@@ -281,31 +283,39 @@ class Enforcer:
         return out, pubs
 
     def _release(self, keys: dict[str, str], exempt: set[str]) -> None:
-        self.writer.call(lambda conn: self._release_in(conn, keys, exempt))
+        with self.engine.connect() as conn:  # read-only first: most rounds have nothing to lift
+            superseded, rows = self._endings(conn, keys, exempt)
+        if superseded or rows:
+            self.writer.call(lambda conn: self._release_in(conn, keys, exempt))
 
-    def _release_in(self, conn, keys: dict[str, str], exempt: set[str]):
+    def _endings(self, conn, keys: dict[str, str], exempt: set[str]) -> tuple[dict, list]:
+        """Active blocks that end: {block id: (command id, "operator"|"meter")} of those a later
+        command superseded, and the rows of those to re-open (period over, or exempt now)."""
         b, c = policy_blocks.c, commands.c
-        now = _now_ms(self.clock)
-        # an operator's (or the meter's own) command after the block ends it
         later = conn.execute(
             select(b.id, c.id.label("cid"), c.origin).join(commands, and_(
                 c.meter_pk == b.meter_pk, c.created_ms >= b.created_ms, c.id != b.command_id,
                 c.origin.in_(INTENT_ORIGINS)))
             .where(b.released_ms.is_(None)).order_by(c.created_ms)).all()
-        superseded = {}
+        superseded: dict[int, tuple[str, str]] = {}
         for bid, cid, origin in later:
             superseded.setdefault(bid, (cid, "meter" if origin == "meter" else "operator"))
-        for bid, (cid, by) in superseded.items():
-            conn.execute(update(policy_blocks).where(b.id == bid).values(
-                released_ms=now, released_by=by, release_command_id=cid))
-        # the period is over, or the meter is exempt now: re-open
         over = or_(and_(b.period == "day", b.period_key != keys["day"]),
                    and_(b.period == "month", b.period_key != keys["month"]))
         q = select(b.id, b.period, b.period_key, meters.c.meter).join(meters, meters.c.pk == b.meter_pk).where(
-            b.released_ms.is_(None))
+            b.released_ms.is_(None), b.id.not_in(list(superseded)) if superseded else True)
         rows = list(conn.execute(q.where(over).limit(CHUNK)))
         if exempt:
-            rows += [r for r in conn.execute(q.where(~over, meters.c.meter.in_(sorted(exempt))).limit(CHUNK))]
+            rows += list(conn.execute(q.where(~over, meters.c.meter.in_(sorted(exempt))).limit(CHUNK)))
+        return superseded, rows
+
+    def _release_in(self, conn, keys: dict[str, str], exempt: set[str]):
+        b = policy_blocks.c
+        now = _now_ms(self.clock)
+        superseded, rows = self._endings(conn, keys, exempt)
+        for bid, (cid, by) in superseded.items():
+            conn.execute(update(policy_blocks).where(b.id == bid).values(
+                released_ms=now, released_by=by, release_command_id=cid))
         pubs = []
         if rows:
             self.writer.acc.load(conn, [r.meter for r in rows])

@@ -1,97 +1,30 @@
 """A gateway process on this machine, for the demo, the benchmarks and the tests
-(the counterpart of broker.LocalBroker): writes its config, registers meters, starts
-`aquafog gateway`, waits until it is healthy, stops it."""
+(localproc.py): writes its config, registers meters, starts `aquafog gateway`, waits
+until it is healthy, stops it."""
 
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from ..broker import free_port, wait_for_port
+from ..localproc import LocalService
 
 
-class LocalGateway:
+class LocalGateway(LocalService):
+    command = name = "gateway"
+
     def __init__(self, workdir: Path, broker_port: int, meters=(), http_port: int | None = None, *,
                  new_session: bool = False, **settings):
-        # new_session: out of reach of a terminal's Ctrl-C (the demo stops its children itself, in order)
-        self.new_session = new_session
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db_path = Path(settings.pop("db_path", self.workdir / "gateway.db"))
-        self.http_port = http_port or free_port()
-        self.log_path = self.workdir / "gateway.log"
-        cfg = {"db_path": str(self.db_path), "mqtt_port": broker_port, "http_port": self.http_port, **settings}
-        self.conf = self.workdir / "gateway.toml"
-        self.conf.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in cfg.items()))
+        workdir = Path(workdir)
+        self.db_path = Path(settings.pop("db_path", workdir / "gateway.db"))
+        super().__init__(workdir, {"db_path": str(self.db_path), "mqtt_port": broker_port, **settings}, http_port,
+                         new_session=new_session)
         if meters:
             self.register(meters)
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/api/v1"
 
     def register(self, meters) -> None:
         ids = self.workdir / "meters.txt"
         ids.write_text("\n".join(meters) + "\n")
         subprocess.run([sys.executable, "-m", "aquafog", "meter", "add", "-c", str(self.conf), "--file", str(ids)],
                        check=True, stdout=subprocess.DEVNULL)
-
-    def health(self) -> tuple[int, dict | None]:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-        except OSError:
-            return 0, None
-
-    def start(self, timeout: float = 30.0) -> "LocalGateway":
-        """Start and wait until /health is 200 (store open, both broker links up)."""
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "aquafog", "gateway", "-c", str(self.conf)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=self.new_session)
-        wait_for_port("127.0.0.1", self.http_port, timeout, self.proc)
-        deadline = time.monotonic() + timeout
-        while self.health()[0] != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway not healthy: {self.health()}; its log:\n{self.log()[-3000:]}")
-            time.sleep(0.02)
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM (the gateway commits what it holds), then SIGKILL if it hangs."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
-        self.proc = None
-        if self._log:
-            self._log.close()
-            self._log = None
-        return code
-
-
-def _toml(v) -> str:
-    """A config value as TOML: tables (the [policy] table) inline; JSON spells the rest alike."""
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return json.dumps(v)

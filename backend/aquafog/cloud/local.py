@@ -1,0 +1,18 @@
+"""An `aquafog cloud` process on this machine, for the demo and the benchmarks
+(localproc.py): SQLite under its directory unless a db_url is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..localproc import LocalService
+
+
+class LocalCloud(LocalService):
+    command = name = "cloud"
+
+    def __init__(self, workdir: Path, broker_port: int, http_port: int | None = None, *,
+                 new_session: bool = False, **settings):
+        workdir = Path(workdir)
+        cfg = {"db_url": f"sqlite:///{workdir / 'cloud.db'}", "mqtt_port": broker_port, **settings}
+        super().__init__(workdir, cfg, http_port, new_session=new_session)
