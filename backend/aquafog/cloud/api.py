@@ -24,6 +24,7 @@ def _litres(ml: int) -> float:
 
 def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
     app = Flask("aquafog.cloud")
+    app.json.sort_keys = False
     errors.register(app)
     calendar = Calendar(cfg.timezone)
 
@@ -36,24 +37,33 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
         h = cloud.health()
         return jsonify(h), 200 if h["status"] == "ok" else 503
 
+    rankings: dict[tuple, bytes] = {}  # the serialized answers, until the view changes
+
     @app.get("/api/v1/city/ranking")
     def city_ranking():
         period = arg_enum("period", tuple(PERIODS), "today")
         n = arg_int("n", 10, 1, MAX_K)
         kind, key = current(period)
-        top, limit = cloud.view.top(kind, key)
-        if n > limit:
-            raise bad_request(f"n must be at most {limit}: the smallest top-K list a fog sends (summary_top_k); "
-                              "a longer city ranking would not be exact", "n")
-        regions = [p.region for p in cloud.view.partials(kind, key)]
-        return jsonify({
-            "period": {"kind": period, "key": key, "timezone": cfg.timezone},
-            "n": n, "exact_up_to": limit,
-            "regions": regions,
-            "missing_regions": sorted(set(cloud.view.regions) - set(regions)),
-            "items": [{"rank": i + 1, "meter": m, "region": r, "litres": _litres(ml)}
-                      for i, (m, ml, r) in enumerate(top[:n])],
-        })
+        stamp = (period, key, n, cloud.view.version(kind, key), tuple(sorted(cloud.view.regions)))
+        body = rankings.get(stamp)
+        if body is None:
+            top, limit = cloud.view.top(kind, key)
+            if n > limit:
+                raise bad_request(f"n must be at most {limit}: the smallest top-K list a fog sends (summary_top_k); "
+                                  "a longer city ranking would not be exact", "n")
+            regions = [p.region for p in cloud.view.partials(kind, key)]
+            body = app.json.dumps({
+                "period": {"kind": period, "key": key, "timezone": cfg.timezone},
+                "n": n, "exact_up_to": limit,
+                "regions": regions,
+                "missing_regions": sorted(set(cloud.view.regions) - set(regions)),
+                "items": [{"rank": i + 1, "meter": m, "region": r, "litres": _litres(ml)}
+                          for i, (m, ml, r) in enumerate(top[:n])],
+            }).encode()
+            if len(rankings) > 256:  # old periods and versions
+                rankings.clear()
+            rankings[stamp] = body
+        return app.response_class(body, mimetype="application/json")
 
     @app.get("/api/v1/city/mean")
     def city_mean():

@@ -32,6 +32,11 @@ class CityView:
             self.regions[p.region] = max(self.regions.get(p.region, 0), p.ts_ms)
             return True
 
+    def version(self, period: str, key: str) -> int:
+        """Grows with every partial kept for (period, key): answers made from the view are
+        valid while it stays the same."""
+        return self._version.get((period, key), 0)
+
     def partials(self, period: str, key: str) -> list[Partial]:
         with self._lock:
             return sorted(self._parts.get((period, key), {}).values(), key=lambda p: p.region)
