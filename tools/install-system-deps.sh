@@ -23,6 +23,10 @@ have_pg_server() {
     return 1
 }
 have_pg_server || missing="$missing postgresql"
+# Headless Chromium and its WebDriver: the browser tests (tests/e2e/) drive them through
+# Selenium, with the system chromedriver (never a driver downloaded at run time).
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
 
 [ -z "$missing" ] && exit 0
 
