@@ -47,4 +47,4 @@ flash: deps
 	$(PY) tools/flash.py --meters-dir "$(METERS_DIR)" $(ARGS) "$(PORT)" "$(METER)"
 
 clean:
-	rm -rf $(VENV) run build bench-results .pytest_cache
+	rm -rf $(VENV) run build bench-results .pytest_cache test-artifacts
