@@ -15,6 +15,16 @@ PERIODS = {"today": "day", "month": "month"}
 
 @bp.get("/city/mean")
 def city_mean():
+    """The newest city mean the cloud sent this fog (the last known one while the link is down).
+    ---
+    get:
+      parameters:
+      - {name: period, in: query, schema: {type: string, enum: !const PERIODS, default: today}}
+      responses:
+        200: FogCityMean
+        400: BadRequest
+        404: NotFound
+    """
     period = arg_enum("period", tuple(PERIODS), "today")
     m = ctx().services.city_mean(PERIODS[period])
     if m is None:

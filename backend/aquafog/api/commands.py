@@ -14,6 +14,14 @@ bp = Blueprint("commands", __name__)
 
 @bp.get("/commands/<command_id>")
 def get_command(command_id: str):
+    """A valve command: its status (queued, sent, applied, failed, expired), times and error.
+    ---
+    get:
+      parameters: [command_id]
+      responses:
+        200: CommandBody
+        404: NotFound
+    """
     c = queries.get_command(db(), command_id) if COMMAND_ID_RE.fullmatch(command_id) else None
     if c is None:
         raise not_found(f"no command {command_id[:64]!r} at this gateway")

@@ -15,12 +15,28 @@ OUTCOMES = ("accepted", "duplicate", "late", "register_reset")
 
 @bp.get("/health")
 def health():
+    """200 when the broker links and the store are fine, else 503 with the problems.
+    ---
+    get:
+      responses:
+        200: Health
+        503: Health
+    """
     h = ctx().services.health()
     return jsonify(h), 200 if h.get("status") == "ok" else 503
 
 
 @bp.get("/ingest/stats")
 def ingest_stats():
+    """Every message the gateway took or refused since its store was created, by reason.
+    ---
+    get:
+      parameters:
+      - {name: recent, in: query, description: how many of the latest rejects to list, schema: {type: integer, minimum: 0, maximum: 1000, default: 20}}
+      responses:
+        200: IngestStats
+        400: BadRequest
+    """
     """Every message the gateway took or refused since its store was created, by reason."""
     outcomes = {k: 0 for k in OUTCOMES}
     rejected: dict[str, dict] = {}

@@ -27,6 +27,22 @@ def _meter_or_404(meter_id: str):
 
 @bp.get("/meters")
 def list_meters():
+    """Registered meters, by id, a page at a time.
+    ---
+    get:
+      parameters:
+      - {name: status, in: query, schema: {type: string, enum: !const queries.METER_STATUSES}}
+      - {name: valve, in: query, description: the reported valve state, schema: {type: string, enum: !const VALVE_STATES}}
+      - name: alarm
+        in: query
+        description: meters whose latest health report lists this alarm
+        schema: {type: string, enum: !const ALARMS}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: !const MAX_PAGE, default: 100}}
+      - {name: cursor, in: query, description: the `next` of the previous page, schema: {type: string}}
+      responses:
+        200: MeterPage
+        400: BadRequest
+    """
     status = arg_enum("status", queries.METER_STATUSES)
     valve = arg_enum("valve", VALVE_STATES)
     alarm = arg_enum("alarm", ALARMS)
@@ -41,6 +57,14 @@ def list_meters():
 
 @bp.get("/meters/<meter_id>")
 def get_meter(meter_id: str):
+    """A meter: register, flow, valve, consumption today, this month and in total, latest health.
+    ---
+    get:
+      parameters: [meter_id]
+      responses:
+        200: MeterDetail
+        404: NotFound
+    """
     m = _meter_or_404(meter_id)
     day, month = ctx().calendar.keys(int(time.time()))
     today_ml, month_ml = queries.consumption(db(), m["meter"], day, month)
@@ -51,6 +75,23 @@ def get_meter(meter_id: str):
 
 @bp.get("/meters/<meter_id>/readings")
 def get_readings(meter_id: str):
+    """A meter's stored readings in [from, to), oldest first, a page at a time.
+    ---
+    get:
+      parameters:
+      - meter_id
+      - name: from
+        in: query
+        description: Unix seconds or ISO 8601 (UTC without an offset); default 24 h before `to`
+        schema: {type: string, examples: ["2026-11-24T08:00:00Z", "1795507200"]}
+      - {name: to, in: query, description: Unix seconds or ISO 8601; default now, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: !const MAX_PAGE, default: 100}}
+      - {name: cursor, in: query, description: the `next` of the previous page, schema: {type: string}}
+      responses:
+        200: ReadingPage
+        400: BadRequest
+        404: NotFound
+    """
     m = _meter_or_404(meter_id)
     now = int(time.time())
     t_to = arg_time("to", now + 1)
@@ -83,6 +124,17 @@ def get_readings(meter_id: str):
 
 @bp.get("/meters/<meter_id>/commands")
 def get_meter_commands(meter_id: str):
+    """A meter's most recent valve commands, newest first.
+    ---
+    get:
+      parameters:
+      - meter_id
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 20}}
+      responses:
+        200: CommandPage
+        400: BadRequest
+        404: NotFound
+    """
     m = _meter_or_404(meter_id)
     limit = arg_int("limit", 20, 1, 200)
     return jsonify({"items": [serialize.command(c) for c in queries.meter_commands(db(), m["pk"], limit)]})
@@ -90,6 +142,23 @@ def get_meter_commands(meter_id: str):
 
 @bp.post("/meters/<meter_id>/valve")
 def post_valve(meter_id: str):
+    """Open or close a meter's valve: a command in the ledger, applied when the meter confirms.
+    ---
+    post:
+      parameters: [meter_id]
+      requestBody:
+        required: true
+        content: {application/json: {schema: ValveRequest}}
+      responses:
+        202:
+          description: the command, queued (or sent); follow it at Location
+          headers: {Location: {description: GET /api/v1/commands/<id>, schema: {type: string}}}
+          content: {application/json: {schema: CommandBody}}
+        200: {description: "the same command_id and body again: the command as it is", content: {application/json: {schema: CommandBody}}}
+        400: BadRequest
+        404: NotFound
+        409: Conflict
+    """
     if not METER_ID_RE.fullmatch(meter_id):
         raise not_found(f"meter {meter_id[:40]!r} is not registered at this gateway; "
                         "list meters with GET /api/v1/meters")

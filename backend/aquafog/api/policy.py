@@ -21,6 +21,15 @@ MAX_LISTED = 10_000
 
 @bp.get("/policy")
 def get_policy():
+    """The policy settings in force, where they came from, and the latest evaluation (the dry-run list).
+    ---
+    get:
+      parameters:
+      - {name: limit, in: query, description: how many of the meters over a rule to list, schema: {type: integer, minimum: 0, maximum: !const MAX_LISTED, default: 100}}
+      responses:
+        200: PolicyState
+        400: BadRequest
+    """
     limit = arg_int("limit", 100, 0, MAX_LISTED)
     enforcer = ctx().services.policy()
     body = enforcer.describe_settings()
@@ -34,12 +43,33 @@ def get_policy():
 
 @bp.put("/policy")
 def put_policy():
+    """Replace the policy settings (source api); evaluated at once.
+    ---
+    put:
+      requestBody:
+        required: true
+        content: {application/json: {schema: PolicySettings}}
+      responses:
+        200: PolicyState
+        400: BadRequest
+    """
     return jsonify(ctx().services.policy().replace(policy_request()))
 
 
 @bp.get("/policy/blocks")
 def list_blocks():
-    """Automatic blocks, newest first; ?meter= one meter's, ?active=true|false."""
+    """Automatic blocks, newest first; ?meter= one meter's, ?active=true|false.
+    ---
+    get:
+      parameters:
+      - {name: active, in: query, description: "true: blocks in force; false: ended ones", schema: {type: string, enum: ["true", "false"]}}
+      - {name: meter, in: query, description: one meter's blocks, schema: {type: string, pattern: !const METER_ID_RE}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: !const MAX_LISTED, default: 100}}
+      - {name: cursor, in: query, description: the `next` of the previous page, schema: {type: string}}
+      responses:
+        200: PolicyBlockPage
+        400: BadRequest
+    """
     limit = arg_int("limit", 100, 1, MAX_LISTED)
     before = arg_int("cursor", 2**62, 1, 2**62)
     active = arg_enum("active", ("true", "false"))

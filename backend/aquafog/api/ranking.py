@@ -39,6 +39,21 @@ def split_range(lo: date, hi: date) -> tuple[list[int], list[tuple[int, int]]]:
 
 @bp.get("/ranking")
 def ranking():
+    """Top n meters by consumption in a period (from the kept daily and monthly totals); ties by meter id.
+    ---
+    get:
+      parameters:
+      - {name: n, in: query, schema: {type: integer, minimum: 1, maximum: !const MAX_N, default: 10}}
+      - {name: period, in: query, schema: {type: string, enum: !const PERIODS, default: today}}
+      - {name: from, in: query, description: "first day, for period=custom (required then)", schema: {type: string, format: date}}
+      - name: to
+        in: query
+        description: last day (inclusive), for period=custom (required then); at most 366 days after from (MAX_RANGE_DAYS)
+        schema: {type: string, format: date}
+      responses:
+        200: Ranking
+        400: BadRequest
+    """
     n = arg_int("n", 10, 1, MAX_N)
     period = arg_enum("period", PERIODS, "today")
     cal = ctx().calendar

@@ -34,6 +34,13 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/health")
     def health():
+        """200 when the cloud broker link and the store are fine, else 503 with the problems.
+        ---
+        get:
+          responses:
+            200: CloudHealth
+            503: CloudHealth
+        """
         h = cloud.health()
         return jsonify(h), 200 if h["status"] == "ok" else 503
 
@@ -41,6 +48,19 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/city/ranking")
     def city_ranking():
+        """The city's top n meters with their regions, merged from the fogs' partials.
+        ---
+        get:
+          parameters:
+          - {name: period, in: query, schema: {type: string, enum: !const PERIODS, default: today}}
+          - name: n
+            in: query
+            description: exact up to the smallest top-K list a fog sends (`exact_up_to`); a larger n is refused (400)
+            schema: {type: integer, minimum: 1, maximum: !const MAX_K, default: 10}
+          responses:
+            200: CityRanking
+            400: BadRequest
+        """
         period = arg_enum("period", tuple(PERIODS), "today")
         n = arg_int("n", 10, 1, MAX_K)
         kind, key = current(period)
@@ -67,6 +87,15 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/city/mean")
     def city_mean():
+        """The city's mean consumption, and each region's (every registered meter counts).
+        ---
+        get:
+          parameters:
+          - {name: period, in: query, schema: {type: string, enum: !const PERIODS, default: today}}
+          responses:
+            200: CityMean
+            400: BadRequest
+        """
         period = arg_enum("period", tuple(PERIODS), "today")
         kind, key = current(period)
         total, count, parts = cloud.view.mean(kind, key)
@@ -81,6 +110,12 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/fogs")
     def fogs():
+        """Each region's fog: its meters, API URL, health, and when it was last heard from.
+        ---
+        get:
+          responses:
+            200: FogList
+        """
         counts: dict[str, int] = {}
         for r in list(cloud.directory.values()):
             counts[r] = counts.get(r, 0) + 1
@@ -95,6 +130,12 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/policy")
     def get_policy():
+        """The city's policy settings, and each fog's mode, source and counts.
+        ---
+        get:
+          responses:
+            200: CityPolicy
+        """
         p = cloud.policy
         return jsonify({
             "settings": p.settings.to_json() if p else None, "updated_ms": p.ts_ms if p else None,
@@ -103,6 +144,16 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.put("/api/v1/policy")
     def put_policy():
+        """Set the policy for every fog (sent retained; a fog adopts them unless its own are newer).
+        ---
+        put:
+          requestBody:
+            required: true
+            content: {application/json: {schema: PolicySettings}}
+          responses:
+            200: CityPolicySet
+            400: BadRequest
+        """
         p, sent = cloud.set_policy(policy_request())
         return jsonify({"settings": p.settings.to_json(), "updated_ms": p.ts_ms, "sent": sent})
 
@@ -121,18 +172,74 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/meters/<meter_id>")
     def meter(meter_id: str):
+        """A meter's detail, answered by the fog that owns it.
+        ---
+        get:
+          parameters: [meter_id]
+          responses:
+            200: ForwardedMeterDetail
+            404: NotFound
+            502: BadGateway
+            503: ServiceUnavailable
+            504: GatewayTimeout
+        """
         return forwarded(meter_id)
 
     @app.get("/api/v1/meters/<meter_id>/readings")
     def meter_readings(meter_id: str):
+        """A meter's readings, answered by the fog that owns it (the fog's parameters pass through).
+        ---
+        get:
+          parameters:
+          - meter_id
+          - {name: from, in: query, description: Unix seconds or ISO 8601; default 24 h before `to`, schema: {type: string}}
+          - {name: to, in: query, description: Unix seconds or ISO 8601; default now, schema: {type: string}}
+          - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: !const aquafog.api.meters.MAX_PAGE, default: 100}}
+          - {name: cursor, in: query, description: the `next` of the previous page, schema: {type: string}}
+          responses:
+            200: ForwardedReadingPage
+            400: BadRequest
+            404: NotFound
+            502: BadGateway
+            503: ServiceUnavailable
+            504: GatewayTimeout
+        """
         return forwarded(meter_id, "/readings")
 
     @app.get("/api/v1/meters/<meter_id>/commands")
     def meter_commands(meter_id: str):
+        """A meter's recent valve commands at the fog that owns it.
+        ---
+        get:
+          parameters:
+          - meter_id
+          - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 200, default: 20}}
+          responses:
+            200: ForwardedCommandPage
+            400: BadRequest
+            404: NotFound
+            502: BadGateway
+            503: ServiceUnavailable
+            504: GatewayTimeout
+        """
         return forwarded(meter_id, "/commands")
 
     @app.post("/api/v1/meters/<meter_id>/valve")
     def valve(meter_id: str):
+        """Route a valve command to the fog that owns the meter; its ledger then reports the status.
+        ---
+        post:
+          parameters: [meter_id]
+          requestBody:
+            required: true
+            content: {application/json: {schema: ValveRequest}}
+          responses:
+            202: {description: routed to the owning fog, content: {application/json: {schema: RoutedCommandBody}}}
+            200: {description: "the same command_id and body again: the command as it is", content: {application/json: {schema: RoutedCommandBody}}}
+            400: BadRequest
+            404: NotFound
+            409: Conflict
+        """
         state, reason, cid = valve_request()
         if not METER_ID_RE.fullmatch(meter_id):
             raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
@@ -144,11 +251,24 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
 
     @app.get("/api/v1/commands/<command_id>")
     def command(command_id: str):
+        """A command this cloud routed, with its status as the owning fog reports it.
+        ---
+        get:
+          parameters: [command_id]
+          responses:
+            200: RoutedCommandBody
+            404: NotFound
+        """
         row = cloud.command(command_id) if COMMAND_ID_RE.fullmatch(command_id) else None
         if row is None:
             raise not_found(f"no command {command_id[:64]!r} was routed by this cloud")
         return jsonify({"command": _command(row)})
 
+    from ..api import openapi
+    from .schemas import CLOUD
+    openapi.register(app, "AquaFog cloud", "The city: rankings and means merged from every fog's partials, "
+                     "meter detail and valve commands through the owning fog, city-wide policies "
+                     "(README 'City scale').", CLOUD)
     return app
 
 
