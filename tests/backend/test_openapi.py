@@ -131,6 +131,24 @@ def test_security_schemes_are_declared(app):
     assert schemes["session"]["in"] == "cookie" and schemes["session"]["name"] == app.config["SESSION_COOKIE_NAME"]
 
 
+def test_security_follows_the_access_table(app):
+    access = pytest.importorskip("aquafog.api.access")
+    doc = build(app)
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            level = access.ACCESS.get(op["operationId"])
+            where = f"{method.upper()} {path} ({op['operationId']}: {level})"
+            assert op["x-access"] == (level or "none"), where
+            if level == access.PUBLIC:
+                assert op["security"] == [], where
+            elif level is not None:
+                assert op["security"] == [{"session": []}, {"bearer": []}], where
+                assert op["responses"]["401"] == {"$ref": "#/components/responses/Unauthorized"}, where
+                roles = {access.ADMIN: ["admin"], access.OPERATOR: ["admin", "operator"]}.get(
+                    level, ["admin", "operator", "consumer"])
+                assert op["x-roles"] == roles, where
+
+
 def _params(doc, path, method="get") -> dict[str, dict]:
     out = {}
     for p in doc["paths"][path][method].get("parameters", []):

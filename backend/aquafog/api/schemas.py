@@ -15,7 +15,7 @@ from ..policy import MAX_FACTOR, MAX_LISTED, MAX_M3, MODES, RULES, PolicySetting
 from ..policy import PERIODS as POLICY_PERIODS
 from ..protocol import (ALARMS, CLOCK_STATES, COMMAND_ID_RE, LOCAL_PREFIX, METER_ID_RE, RESET_CAUSES,
                         VALVE_STATES)
-from . import city, ranking
+from . import city, consumption, ranking
 from .params import MAX_REASON
 
 COMMAND_STATUSES = ("queued", "sent", "applied", "failed", "expired")  # the fog's ledger
@@ -34,6 +34,7 @@ def anchored(pattern: str) -> str:
 
 S, I, N, B = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 TIME = {"type": "string", "format": "date-time"}
+MONEY = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}  # an exact decimal, as a string
 
 
 def null(schema: dict) -> dict:
@@ -165,6 +166,22 @@ FOG = {
         threshold_ml=I, mean=null(obj(source=S, sum_ml=I, meters=I, factor=N)), command_id=null(S),
         created_ms=I, active=B, released_ms=null(I), released_by=null(S), release_command_id=null(S)),
     "PolicyBlockPage": obj(items=arr(ref("PolicyBlock")), next=null(S)),
+    "Usage": obj(
+        "A meter's consumption per period, every period from..to listed (0 when nothing was used).",
+        meter=S, by=enum(consumption.BY), **{"from": S, "to": S}, timezone=S, total_litres=N,
+        items=arr(obj(period={"type": "string", "description": "2026-11-24T09:00+01:00 (hour: local start), "
+                                                               "2026-11-24 (day), 2026-11 (month)"},
+                      litres=N))),
+    "Bill": obj(
+        "A month's bill (README 'Tariffs'); amounts are decimal strings, exact, in the currency's minor unit.",
+        meter=S, month=S, **{"from": S, "to": S}, timezone=S,
+        complete={**B, "description": "false for this month: the bill so far"},
+        consumption=obj(litres=N, m3={**MONEY, "description": "exact cubic metres (6 decimals)"}),
+        tariff=obj(utility=S, effective=S, name=null(S)), currency=S,
+        lines=arr(obj(block={"type": "string", "examples": ["0-10", "10-20", "50+"]}, from_m3=I, to_m3=null(I),
+                      minimum={**B, "description": "the minimum charge's line (no unit price)"}, m3=MONEY,
+                      unit_price=null(MONEY), amount=MONEY)),
+        water=MONEY, sewage_percent=MONEY, sewage=MONEY, total=MONEY),
 }
 
 PARAMETERS = {
@@ -185,7 +202,13 @@ RESPONSES = {
     "Forbidden": _error("logged in, but the role (or, for a consumer, the meter) does not allow it"),
     "NotFound": _error("no such meter, command or figure: the message says which"),
     "Conflict": _error("command_id was already used for another request"),
+    "TooManyRequests": {**_error("too many attempts: wait Retry-After seconds"),
+                        "headers": {"Retry-After": {"description": "seconds to wait", "schema": I}}},
     "BadGateway": _error("the owning fog answered with something that is not its API, or not at all"),
-    "ServiceUnavailable": _error("the owning fog has not announced its API URL yet"),
+    "ServiceUnavailable": _error("not available now, the message says why (at the cloud: the owning fog has not "
+                                 "announced its API URL yet)"),
     "GatewayTimeout": _error("the owning fog did not answer in time"),
+    # not an error: a stream of server-sent events; the route's description names its events
+    "EventStream": {"description": "server-sent events (text/event-stream) until the client disconnects",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
 }
