@@ -16,6 +16,8 @@ from .bridge import REGION_RE
 from .federation import API_URL_RE
 from .policy import PolicySettings, parse_settings
 from .protocol import Limits
+from .tariff import TariffError
+from .tariff import load as load_tariffs
 
 
 class ConfigError(ValueError):
@@ -143,6 +145,8 @@ class GatewayConfig(_Loadable):
     # consumption policies: the [policy] table (policy.py; README "Policies"), evaluated every interval
     policy: dict = field(default_factory=dict)
     policy_interval_ms: int = 5000
+    # billing: the tariff file (tariff.py, README "Tariffs"); empty: no bills
+    tariff_file: str = ""
     # operations
     log_level: str = "INFO"
 
@@ -188,6 +192,11 @@ class GatewayConfig(_Loadable):
         parsed = parse_settings(self.policy, "policy.")
         if isinstance(parsed, list):
             errors.extend(parsed)
+        if self.tariff_file:
+            try:
+                load_tariffs(self.tariff_file)
+            except TariffError as exc:
+                errors.extend(f"tariff_file: {e}" for e in exc.errors)
         if self.api_url and not API_URL_RE.fullmatch(self.api_url):
             errors.append(f"api_url: must be http(s)://host[:port] without a path, got {self.api_url[:60]!r}")
         if self.region and not REGION_RE.fullmatch(self.region):

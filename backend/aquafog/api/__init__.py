@@ -63,6 +63,8 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
     from . import city, commands, health, meters, policy, ranking
     for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp, policy.bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
+    from . import consumption
+    app.register_blueprint(consumption.bp, url_prefix="/api/v1")  # consumer portal: usage, bill
     from . import openapi, schemas
     openapi.register(app, "AquaFog fog gateway", "One fog's meters, readings, rankings, valve commands and "
                      "policies (README 'HTTP API').", schemas.FOG)
