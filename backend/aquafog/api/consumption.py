@@ -80,10 +80,10 @@ def _month_end(first: date) -> date:
 @bp.get("/meters/<meter_id>/usage")
 def usage(meter_id: str):
     """A meter's consumption series for charts: per hour, day or month, every period listed.
-    Periods are the utility's (the gateway's time zone). by=hour covers whole days from..to
-    (default today; 23 or 25 hours on a day the clocks change), labelled with the hour's local
-    start and offset; by=day covers days from..to (default this month up to today); by=month
-    covers months from..to, YYYY-MM (default the 12 months up to this one).
+    Periods are the utility's (the gateway's time zone). by=hour: the hours of days from..to
+    (default today; to defaults to from; 23 or 25 hours on a day the clocks change), labelled
+    with their local start and offset; by=day: days from..to (default this month up to today);
+    by=month: months from..to as YYYY-MM (default the 12 months up to this one).
     ---
     get:
       parameters:
@@ -115,7 +115,7 @@ def usage(meter_id: str):
         shown = (items[0][0], items[-1][0])
     else:
         lo = _arg_day("from", today if by == "hour" else this_month)
-        hi = _arg_day("to", today if by == "hour" else max(lo, today))
+        hi = _arg_day("to", lo if by == "hour" else max(lo, today))
         if hi < lo:
             raise bad_request("to must not be before from", "to")
         days = (hi - lo).days + 1
