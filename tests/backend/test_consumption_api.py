@@ -152,6 +152,7 @@ def test_usage_by_hour_on_the_day_the_clocks_go_forward(env):
     ("by=hour&from=2026-03-01&to=2026-03-08", "to"),            # 8 days of hours
     ("by=month&from=2026-1", "from"), ("by=month&from=2026-13", "from"), ("by=month&to=2026-03-01", "to"),
     ("by=month&from=2026-05&to=2026-04", "to"), ("by=month&from=2016-01&to=2026-01", "to"),  # 121 months
+    ("by=hour&from=9999-12-31", "from"), ("by=day&to=1969-12-31", "to"), ("by=month&from=0000-01", "from"),
 ])
 def test_bad_usage_queries_name_the_field(env, query, field):
     client, _, doc = env
@@ -231,6 +232,7 @@ def test_this_months_bill_is_the_bill_so_far(env):
 
 @pytest.mark.parametrize("month,status,field", [
     ("2026-13", 400, "month"), ("2026-1", 400, "month"), ("last", 400, "month"), ("2099-01", 400, "month"),
+    ("1969-12", 400, "month"),
     ("2025-12", 404, None),  # before the first version
 ])
 def test_bad_bill_months(env, month, status, field):

@@ -33,6 +33,7 @@ MAX_DAYS = {"hour": 7, "day": 366}   # hours: 7 days of readings of one meter (~
 MAX_MONTHS = 120
 MONTH_RE = re.compile(r"(\d{4})-(\d{2})")
 DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+YEARS = (1970, 9998)  # a wider date overflows the hour arithmetic
 
 
 # ------------------------------------------------------------------ parameters
@@ -43,11 +44,13 @@ def _arg_day(name: str, default: date) -> date:
     if not raw:
         return default
     try:
-        if DAY_RE.fullmatch(raw):
-            return date.fromisoformat(raw)
+        d = date.fromisoformat(raw) if DAY_RE.fullmatch(raw) else None
     except ValueError:
-        pass
-    raise bad_request(f"{name} must be a date such as 2026-11-01, got {raw[:40]!r}", name)
+        d = None
+    if d is None or not YEARS[0] <= d.year <= YEARS[1]:
+        raise bad_request(f"{name} must be a date such as 2026-11-01 (years {YEARS[0]}-{YEARS[1]}), "
+                          f"got {raw[:40]!r}", name)
+    return d
 
 
 def _arg_month(name: str, default: date) -> date:
@@ -56,8 +59,9 @@ def _arg_month(name: str, default: date) -> date:
     if not raw:
         return default
     m = MONTH_RE.fullmatch(raw)
-    if not m or not 1 <= int(m[2]) <= 12 or int(m[1]) < 1:
-        raise bad_request(f"{name} must be a month such as 2026-11, got {raw[:40]!r}", name)
+    if not m or not 1 <= int(m[2]) <= 12 or not YEARS[0] <= int(m[1]) <= YEARS[1]:
+        raise bad_request(f"{name} must be a month such as 2026-11 (years {YEARS[0]}-{YEARS[1]}), "
+                          f"got {raw[:40]!r}", name)
     return date(int(m[1]), int(m[2]), 1)
 
 
