@@ -14,7 +14,6 @@ import sys
 import threading
 
 import pytest
-from selenium.webdriver.common.by import By
 
 from .browser import DESKTOP, REPO, BrowserMissing, find_binaries
 
@@ -106,6 +105,8 @@ def test_console_errors_are_detected(site, browser):
 
 
 def test_each_browser_has_a_fresh_profile(site, make_browser):
+    from selenium.webdriver.common.by import By  # here: without selenium, the fixture says what to install
+
     (site.root / "p.html").write_text(PAGE.format(title="p", body='<p id="out">p</p>'))
     first, second = make_browser(), make_browser("phone")
     first.open(site.url + "/p.html")
