@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -60,9 +61,10 @@ def pick_port(preferred: int) -> int:
     return preferred if preferred and port_free(preferred) else free_port()
 
 
-def get_json(url: str) -> tuple[int, dict | None]:
+def get_json(url: str, token: str | None = None) -> tuple[int, dict | None]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, None
@@ -96,12 +98,14 @@ class Fog:
         self.gateway: LocalGateway | None = None
         self.emulator: subprocess.Popen | None = None
         self._emulator_log = None
+        self.token: str | None = None        # an admin's, for the curl examples
+        self.cloud_token: str | None = None  # an operator's, for the cloud's meter detail
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/api/v1"
 
-    def start(self) -> None:
+    def start(self, password: str) -> None:
         self.broker.start()
         self.gateway = LocalGateway(
             self.dir, self.broker.port, self.ids, http_port=self.http_port, new_session=True,
@@ -109,6 +113,10 @@ class Fog:
             api_url=f"http://127.0.0.1:{self.http_port}",  # where the cloud reaches this fog's API (meter detail)
             policy=DEMO_POLICY,
         )
+        # the demo's own accounts: no default password, a random one printed once
+        self.gateway.add_user("admin", "admin", password)
+        self.token = self.gateway.token("admin")
+        self.cloud_token = self.gateway.token("cloud", role="operator")  # the cloud reads meter detail with it
         self.gateway.start()
         self._emulator_log = open(self.dir / "emulator.log", "ab")
         start = int(time.time() - self.args.replay_hours * 3600)
@@ -133,6 +141,8 @@ class Cloud:
         self.http_port = http_port
         self.args = args
         self.service: LocalCloud | None = None
+        self.log_path = self.dir / "cloud.log"
+        self.token: str | None = None
 
     @property
     def url(self) -> str:
@@ -142,10 +152,13 @@ class Cloud:
     def proc(self) -> subprocess.Popen | None:
         return self.service and self.service.proc
 
-    def start(self, timeout: float = 30.0) -> None:
-        self.broker.start()
+    def start(self, fog_tokens: dict[str, str], password: str, timeout: float = 30.0) -> None:
+        """The service, once the broker runs (broker.start()) and the fogs made their tokens."""
         self.service = LocalCloud(self.dir, self.broker.port, self.http_port, new_session=True,
-                                  timezone=self.args.timezone).start(timeout)
+                                  timezone=self.args.timezone, fog_tokens=fog_tokens)
+        self.service.add_user("admin", "admin", password)
+        self.token = self.service.token("admin")
+        self.service.start(timeout)
 
     def children(self) -> list[tuple[str, subprocess.Popen | None, Path]]:
         return [("cloud broker", self.broker.proc, self.broker.log_path), ("cloud", self.proc, self.dir / "cloud.log")]
@@ -184,11 +197,11 @@ def shutdown(cloud: Cloud, fogs: list[Fog]) -> None:
 
 def city_top(cloud: Cloud) -> tuple[list, set[str]]:
     """The city ranking's top 3 and the regions it merged ([] and none until it answers)."""
-    status, body = get_json(cloud.url + "/city/ranking?n=3")
+    status, body = get_json(cloud.url + "/city/ranking?n=3", cloud.token)
     return (body["items"], set(body["regions"])) if status == 200 else ([], set())
 
 
-def banner(args, run: Path, cloud: Cloud, fogs: list[Fog]) -> str:
+def banner(args, run: Path, cloud: Cloud, fogs: list[Fog], password: str) -> str:
     c = cloud.url
     s, n = fogs[-1], fogs[0]
     meter = s.ids[min(6, len(s.ids) - 1)]
@@ -203,24 +216,31 @@ last {args.replay_hours:g} h at {args.speed:g}x, then in real time.
   cloud       API {c:<32} broker mqtt://127.0.0.1:{cloud.broker.port}
   files, logs {run}/
 
+Log in everywhere as admin, password {password} (made for this run; not stored anywhere else).
+API tokens for curl (`aquafog token add` makes more):
+  export CLOUD={cloud.token}
+  export {n.region.upper()}={n.token}
+  export {s.region.upper()}={s.token}
+
 Try, at the cloud (the whole city):
-  curl -s '{c}/city/ranking?n=10'
-  curl -s  {c}/city/mean
-  curl -s  {c}/fogs
-  curl -s  {c}/meters/{meter}
-  curl -s -X POST -H 'Content-Type: application/json' \\
+  curl -s -H "Authorization: Bearer $CLOUD" '{c}/city/ranking?n=10'
+  curl -s -H "Authorization: Bearer $CLOUD"  {c}/city/mean
+  curl -s -H "Authorization: Bearer $CLOUD"  {c}/fogs
+  curl -s -H "Authorization: Bearer $CLOUD"  {c}/meters/{meter}
+  curl -s -H "Authorization: Bearer $CLOUD" -X POST -H 'Content-Type: application/json' \\
        -d '{{"state":"closed","reason":"demo","command_id":"demo-block-1"}}' {c}/meters/{meter}/valve
-  curl -s  {c}/commands/demo-block-1
-  curl -s  {c}/policy        # each fog's policy: a dry run of "above 2x the city mean today"
-  curl -s -X PUT -H 'Content-Type: application/json' \
+  curl -s -H "Authorization: Bearer $CLOUD"  {c}/commands/demo-block-1
+  curl -s -H "Authorization: Bearer $CLOUD"  {c}/policy   # each fog's: a dry run of "above 2x the city mean today"
+  curl -s -H "Authorization: Bearer $CLOUD" -X PUT -H 'Content-Type: application/json' \\
        -d '{{"mode":"enforce","period":"day","mean_factor":2,"exempt":["{meter}"]}}' {c}/policy
 At a fog (its own region):
-  curl -s '{s.url}/ranking?n=10&period=today'
-  curl -s  {s.url}/meters/{meter}
-  curl -s  {n.url}/city/mean
-  curl -s  {n.url}/health
-  curl -s '{n.url}/policy?limit=5'       # who would be blocked, with the rule and the figures
-  curl -s  {n.url}/policy/blocks
+  curl -s -H "Authorization: Bearer ${s.region.upper()}" '{s.url}/ranking?n=10&period=today'
+  curl -s -H "Authorization: Bearer ${s.region.upper()}"  {s.url}/meters/{meter}
+  curl -s -H "Authorization: Bearer ${n.region.upper()}"  {n.url}/city/mean
+  curl -s                                    {n.url}/health
+  curl -s -H "Authorization: Bearer ${n.region.upper()}" '{n.url}/policy?limit=5'   # who would be blocked, and why
+  curl -s -H "Authorization: Bearer ${n.region.upper()}"  {n.url}/policy/blocks
+  {c}/openapi.json describes every endpoint.
 
 Ctrl-C stops everything.
 """
@@ -259,11 +279,13 @@ def main() -> int:
     fogs: list[Fog] = []
     t0 = time.monotonic()
     try:
-        cloud.start()
+        password = secrets.token_urlsafe(12)
+        cloud.broker.start()
         for i, ((region, prefix), port) in enumerate(zip(FOGS, args.fog_ports)):
             fogs.append(Fog(region, prefix, run, args, cloud.broker.port, pick_port(port), args.seed + i))
-            fogs[-1].start()
-        print(banner(args, run, cloud, fogs), flush=True)
+            fogs[-1].start(password)
+        cloud.start({f.region: f.cloud_token for f in fogs}, password)
+        print(banner(args, run, cloud, fogs, password), flush=True)
         children = cloud.children() + [c for f in fogs for c in f.children()]
         regions = {f.region for f in fogs}
         ready = shown = False

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .accounts import TOKEN_RE
 from .bridge import REGION_RE
 from .federation import API_URL_RE
 from .policy import PolicySettings, parse_settings
@@ -78,7 +79,13 @@ class _Loadable:
                 continue
             value = raw[name]
             want = type(getattr(cls, name)) if hasattr(cls, name) else dict
-            if want is dict:
+            if want is bool:
+                if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+                    value = value.lower() in ("true", "1", "yes")
+                if not isinstance(value, bool):
+                    errors.append(f"{name}: must be true or false, got {value!r}")
+                    continue
+            elif want is dict:
                 if not isinstance(value, dict):
                     errors.append(f"{name}: must be a table ([{name}] in the config file), got {str(value)[:40]!r}")
                     continue
@@ -147,6 +154,9 @@ class GatewayConfig(_Loadable):
     policy_interval_ms: int = 5000
     # billing: the tariff file (tariff.py, README "Tariffs"); empty: no bills
     tariff_file: str = ""
+    # web sessions (api/access.py): how long a login lasts; cookie_secure: only over HTTPS
+    session_hours: int = 12
+    cookie_secure: bool = False
     # operations
     log_level: str = "INFO"
 
@@ -189,6 +199,7 @@ class GatewayConfig(_Loadable):
         between("summary_top_k", 1, 100_000, " (the longest city ranking the cloud can answer exactly)")
         between("summary_interval_ms", 100, 3_600_000, " (at most one partial per period per interval)")
         between("policy_interval_ms", 100, 3_600_000, " (how often the policies are evaluated)")
+        between("session_hours", 1, 24 * 90)
         parsed = parse_settings(self.policy, "policy.")
         if isinstance(parsed, list):
             errors.extend(parsed)
@@ -230,15 +241,25 @@ class CloudConfig(_Loadable):
     http_threads: int = 8
     # commands routed to a fog expire (and are never applied) after this long
     command_ttl_s: int = 24 * 3600
+    # meter detail at the fogs: a token per region from `aquafog token add` at that fog
+    fog_tokens: dict = field(default_factory=dict)
+    # web sessions (api/access.py)
+    session_hours: int = 12
+    cookie_secure: bool = False
     log_level: str = "INFO"
 
     def validate(self) -> list[str]:
         errors: list[str] = []
         for name, lo, hi in (("mqtt_port", 1, 65535), ("http_port", 0, 65535), ("http_threads", 1, 256),
-                             ("session_expiry_s", 60, 2**32 - 1), ("command_ttl_s", 1, 30 * 86_400)):
+                             ("session_expiry_s", 60, 2**32 - 1), ("command_ttl_s", 1, 30 * 86_400),
+                             ("session_hours", 1, 24 * 90)):
             self._between(errors, name, lo, hi)
         if not re.match(r"(sqlite|postgresql(\+psycopg)?)://", self.db_url):
             errors.append(f"db_url: must be sqlite:///<file> or postgresql+psycopg://user@host:port/db, "
                           f"got {self.db_url!r}")
+        for region, token in self.fog_tokens.items():
+            if not REGION_RE.fullmatch(str(region)) or not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+                errors.append(f"fog_tokens.{str(region)[:32]}: must map a region to an API token aft_... made with "
+                              "`aquafog token add` at that fog")
         self._common(errors)
         return errors

@@ -5,6 +5,7 @@ tests (the counterparts of broker.LocalBroker): each writes its TOML config, sta
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -24,6 +25,18 @@ def toml_value(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return json.dumps(v)
+
+
+class ApiConnection(http.client.HTTPConnection):
+    """A keep-alive connection to an AquaFog API on this machine that sends an API token
+    with every request (benchmarks and tools)."""
+
+    def __init__(self, port: int, token: str, timeout: float = 10.0):
+        super().__init__("127.0.0.1", port, timeout=timeout)
+        self.token = token
+
+    def request(self, method, url, body=None, headers=None, **kw):
+        super().request(method, url, body, {**(headers or {}), "Authorization": f"Bearer {self.token}"}, **kw)
 
 
 class LocalService:
@@ -68,6 +81,41 @@ class LocalService:
                 raise RuntimeError(f"{self.name} not healthy: {self.health()}; its log:\n{self.log()[-3000:]}")
             time.sleep(0.02)
         return self
+
+    def _accounts(self):
+        """(Accounts, engine) of this service's store."""
+        raise NotImplementedError
+
+    def add_user(self, username: str, role: str, password: str | None = None, meters=()) -> str:
+        """Add a user straight into the store (as `aquafog user add` does); returns the password
+        (a random one unless given)."""
+        import secrets
+        password = password or secrets.token_urlsafe(18)
+        accounts, engine = self._accounts()
+        try:
+            with engine.begin() as conn:
+                accounts.add_user(conn, username, role, password, meters)
+        finally:
+            engine.dispose()
+        return password
+
+    def token(self, username: str = "local-admin", role: str = "admin", meters=()) -> str:
+        """An API token of `username` (added with a random password if new), for scripts."""
+        accounts, engine = self._accounts()
+        try:
+            with engine.begin() as conn:
+                if not any(u["username"] == username for u in accounts.list_users(conn)):
+                    import secrets
+                    accounts.add_user(conn, username, role, secrets.token_urlsafe(18), meters)
+                return accounts.add_token(conn, username, "local")[1]
+        finally:
+            engine.dispose()
+
+    def connection(self, timeout: float = 10.0) -> ApiConnection:
+        """An API connection as an admin of this service (the token is made once)."""
+        if getattr(self, "_api_token", None) is None:
+            self._api_token = self.token()
+        return ApiConnection(self.http_port, self._api_token, timeout)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

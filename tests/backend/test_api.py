@@ -20,6 +20,8 @@ from aquafog.protocol import Health, Reading
 from aquafog.store.engine import open_engine
 from aquafog.store.registry import add_meters
 
+from authz import authorize, fog_token
+
 NOW = int(time.time())
 HEALTH_AT_MS = NOW * 1000 - 1500
 
@@ -65,7 +67,7 @@ def env(tmp_path):
         hb.write(conn)
     services = FakeServices()
     app = create_app(cfg, engine, services)
-    yield app.test_client(), services, ids
+    yield authorize(app.test_client(), fog_token(engine)), services, ids
     engine.dispose()
 
 

@@ -24,6 +24,7 @@ from aquafog.store.engine import open_engine
 from aquafog.store.registry import add_meters
 from aquafog.store.schema import commands, consumption_daily, consumption_monthly, meters, policy_blocks
 
+from authz import authorize, fog_token
 from test_writer import FakePublisher
 
 NOW = 1_795_650_000.0          # 2026-11-26 (UTC)
@@ -297,7 +298,7 @@ class Services:
 
 def test_the_policy_api_shows_settings_evaluation_and_blocks_and_refuses_bad_settings(fog):
     fog.usage(USAGE, silent=2)
-    client = create_app(fog.cfg, fog.engine, Services(fog.enforcer)).test_client()
+    client = authorize(create_app(fog.cfg, fog.engine, Services(fog.enforcer)).test_client(), fog_token(fog.engine))
     r = client.put("/api/v1/policy", json={"mode": "enforce", "mean_factor": "high"})
     assert r.status_code == 400 and r.get_json()["error"]["field"] == "mean_factor"
     r = client.put("/api/v1/policy", data="mode=enforce")

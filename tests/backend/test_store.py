@@ -19,6 +19,8 @@ from aquafog.protocol import Health
 from aquafog.store.engine import open_engine
 from aquafog.store.schema import SCHEMA_VERSION, meters, metadata
 
+from authz import authorize, fog_token
+
 V1_SCHEMA = Path(__file__).parent / "data" / "store_schema_v1.sql"
 
 
@@ -46,7 +48,7 @@ def test_a_new_store_has_every_table_and_says_its_schema_version(tmp_path):
     engine = open_engine(path)
     assert set(inspect(engine).get_table_names()) == set(metadata.tables)
     engine.dispose()
-    assert user_version(path) == SCHEMA_VERSION == 3
+    assert user_version(path) == SCHEMA_VERSION == 4
 
 
 def test_a_store_of_the_previous_release_is_upgraded_in_place_and_keeps_its_data(tmp_path):
@@ -71,7 +73,8 @@ def test_a_store_of_the_previous_release_is_upgraded_in_place_and_keeps_its_data
         hb.add(acc.states["m1"], Health("m1", "aaaaaaaa", "0.2.0", 60, "power_on", None, 1000, 0, 0, "ntp",
                                         ("leak",)), 1764000000000)
         hb.write(conn)
-    client = create_app(GatewayConfig(db_path=str(path)), engine, services=None).test_client()
+    client = authorize(create_app(GatewayConfig(db_path=str(path)), engine, services=None).test_client(),
+                       fog_token(engine))
     body = client.get("/api/v1/meters/m1").get_json()
     assert body["health"]["alarms"] == ["leak"] and body["register"]["litres"] == 1.0
     assert [i["meter"] for i in client.get("/api/v1/meters?alarm=leak").get_json()["items"]] == ["m1"]

@@ -19,11 +19,14 @@ class GatewayProcess(LocalGateway):
             "ack_interval_ms": 100,
         }
         super().__init__(workdir, broker_port, meters, **{**defaults, **settings})
+        self.api_token = self.token("test-admin")  # every request below is an admin's
 
     def request(self, method: str, path: str, body=None, raw: bytes | None = None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data is not None else {})
+        headers = {"Authorization": f"Bearer {self.api_token}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, json.loads(r.read() or b"null")

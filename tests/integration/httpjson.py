@@ -7,10 +7,28 @@ import time
 import urllib.error
 import urllib.request
 
+TOKENS: dict[str, str] = {}  # URL prefix -> API token sent to it
+
+
+def authorize(prefix: str, token: str) -> None:
+    """Send `token` with every request to URLs under `prefix` (until forget(prefix))."""
+    TOKENS[prefix] = token
+
+
+def forget(prefix: str) -> None:
+    TOKENS.pop(prefix, None)
+
+
+def _headers(url: str) -> dict:
+    for prefix, token in TOKENS.items():
+        if url.startswith(prefix):
+            return {"Authorization": f"Bearer {token}"}
+    return {}
+
 
 def get(url: str) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_headers(url)), timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -18,7 +36,7 @@ def get(url: str) -> tuple[int, dict]:
 
 def post(url: str, body: dict, method: str = "POST") -> tuple[int, dict]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **_headers(url)})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())

@@ -23,7 +23,9 @@ from aquafog.config import CloudConfig
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
 from .gatewayproc import GatewayProcess
-from .httpjson import get, post, put, wait_for
+from authz import cloud_token
+
+from .httpjson import authorize, forget, get, post, put, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,17 +84,23 @@ class Fog:
 def city(request, tmp_path):
     db_url = f"sqlite:///{tmp_path / 'cloud.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     cloud_broker = LocalBroker(tmp_path / "cloud-broker").start()
-    cfg = CloudConfig(db_url=db_url, mqtt_port=cloud_broker.port, http_port=free_port())
-    cloud = Cloud(cfg).start()
-    fogs = []
+    fogs, cloud = [], None
     try:
         for r in REGIONS:
             fogs.append(Fog(r, tmp_path / r, cloud_broker.port))
+        # the cloud reads meter detail at each fog with an operator token of that fog
+        tokens = {f.region: f.gateway.token("cloud", role="operator") for f in fogs}
+        cfg = CloudConfig(db_url=db_url, mqtt_port=cloud_broker.port, http_port=free_port(), fog_tokens=tokens)
+        cloud = Cloud(cfg)
+        authorize(f"http://127.0.0.1:{cloud.http_port}/", cloud_token(cloud.engine))
+        cloud.start()
         yield cloud_broker, cloud, fogs
     finally:
         for f in fogs:
             f.stop()
-        cloud.stop()
+        if cloud is not None:
+            forget(f"http://127.0.0.1:{cloud.http_port}/")
+            cloud.stop()
         cloud_broker.stop()
 
 

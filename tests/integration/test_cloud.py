@@ -20,7 +20,9 @@ from aquafog.federation import Partial, encode_partial, period_key
 from aquafog.periods import Calendar, day_key
 from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 
-from .httpjson import get, post, put, wait_for
+from authz import cloud_token
+
+from .httpjson import authorize, forget, get, post, put, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +46,9 @@ def cloud_rig(tmp_path, db_url):
     made = []
 
     def start() -> Cloud:
-        c = Cloud(CloudConfig(db_url=db_url, mqtt_port=broker.port, http_port=free_port())).start()
+        c = Cloud(CloudConfig(db_url=db_url, mqtt_port=broker.port, http_port=free_port()))
+        authorize(f"http://127.0.0.1:{c.http_port}/", cloud_token(c.engine))
+        c.start()
         made.append(c)
         assert c.subscribed.wait(10), "the cloud did not subscribe to the fogs' summaries"
         return c
@@ -60,6 +64,7 @@ def cloud_rig(tmp_path, db_url):
     pub.disconnect()
     pub.loop_stop()
     for c in made:
+        forget(f"http://127.0.0.1:{c.http_port}/")
         c.stop()
     broker.stop()
 

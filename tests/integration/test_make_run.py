@@ -20,7 +20,7 @@ import pytest
 
 from aquafog.broker import free_port
 
-from .httpjson import get
+from .httpjson import authorize, forget, get, post
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +146,13 @@ def test_make_run_runs_two_fogs_and_the_cloud_and_stops_everything(tmp_path, how
         for needle in (f"{cloud}/city/ranking?n=10", f"{cloud}/city/mean", f"{cloud}/meters/s0005",
                        f"{cloud}/meters/s0005/valve"):
             assert needle in text, (needle, text)
+        # credentials made for this run, printed once: no default password
+        password = re.search(r"Log in everywhere as admin, password (\S+) ", text)[1]
+        tokens = dict(re.findall(r"export (CLOUD|NORTH|SOUTH)=(aft_\w+)", text))
+        assert len(password) >= 12 and set(tokens) == {"CLOUD", "NORTH", "SOUTH"}, text
+        authorize(cloud, tokens["CLOUD"])
+        for region, (api, _) in fogs.items():
+            authorize(api, tokens[region.upper()])
 
         # the whole chain: the city ranking at the cloud has every meter of both fogs
         out.wait_for(r"^ready: the city ranking at the cloud lists meters of north and south", STARTUP_S)
@@ -165,9 +172,17 @@ def test_make_run_runs_two_fogs_and_the_cloud_and_stops_everything(tmp_path, how
         # the fogs run the demo's dry run of the mean rule, from their config files
         status, body = get(f"{fogs['north'][0]}/policy")
         assert status == 200 and (body["settings"]["mode"], body["source"]) == ("dry_run", "config"), body
+        # the printed password logs in at the cloud; nothing is open without credentials
+        status, body = post(f"{cloud}/auth/login", {"username": "admin", "password": password})
+        assert status == 200 and body["user"]["role"] == "admin", body
+        forget(cloud)
+        assert get(f"{cloud}/city/ranking?n=5")[0] == 401
         children = descendants(proc.pid)
         assert len(children) >= 9, children  # 3 brokers, 2 gateways (+ receivers), the cloud, 2 emulators
     finally:
+        for api in [cloud if "cloud" in dir() else None, *[a for a, _ in (fogs.values() if "fogs" in dir() else [])]]:
+            if api:
+                forget(api)
         children.update(descendants(proc.pid))
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

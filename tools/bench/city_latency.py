@@ -89,7 +89,7 @@ class Fog:
         self.gateway = LocalGateway(root / "gw", self.broker.port, db_path=str(self.db), region=self.region,
                                     mqtt_client_id=f"bench-{self.region}", log_level="WARNING", **settings)
         self.gateway.start(timeout=120)
-        self.http = http.client.HTTPConnection("127.0.0.1", self.gateway.http_port, timeout=10)
+        self.http = self.gateway.connection()
         self.pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-meters-{self.region}")
         self.pub.connect("127.0.0.1", self.broker.port)
         self.pub.loop_start()
@@ -199,7 +199,7 @@ def measure(workdir: Path, populate, fogs: int = 2, meters: int = 100_000, sampl
         for i in range(fogs):
             fog_list.append(Fog(i, workdir / f"fog{i}", broker.port, meters, populate, settings))
         setup_s = time.time() - t_start
-        cconn = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=10)
+        cconn = cloud.connection()
         deadline = time.monotonic() + 120
         while True:
             body = _get(cconn, "/api/v1/city/ranking?n=10")

@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import platform
+import secrets
 import shutil
 import sqlite3
 import statistics
@@ -46,7 +47,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "backend"))
 
+from aquafog.accounts import Accounts  # noqa: E402
 from aquafog.broker import LocalBroker  # noqa: E402
+from aquafog.cloud.store import ACCOUNTS as CLOUD_ACCOUNTS  # noqa: E402
+from aquafog.localproc import ApiConnection  # noqa: E402
 from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
@@ -120,7 +124,11 @@ def bench_city(workdir: Path, fogs: int, meters_per_fog: int, k: int, count: int
             while not stop.wait(0.1):
                 send(rng.randrange(fogs))
 
-        conn = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=10)
+        with cloud.engine.begin() as c:  # an admin's token, as `aquafog token add --cloud` makes
+            accounts = Accounts(CLOUD_ACCOUNTS)
+            accounts.add_user(c, "bench", "admin", secrets.token_urlsafe(18))
+            token = accounts.add_token(c, "bench", "bench")[1]
+        conn = ApiConnection(cloud.http_port, token)
         _latencies(conn, "/api/v1/city/ranking?n=10", 200)
         floor = _latencies(conn, "/api/v1/health", count)
         accepted0 = cloud.accepted
@@ -296,7 +304,7 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
         log(f"ranking: filling the store with {meters} meters ...")
         fill_s = populate(db, meters)
         gw = make_gateway(workdir, broker.port, db).start()
-        conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=10)
+        conn = gw.connection()
         _latencies(conn, "/api/v1/ranking?n=10", 200)  # warm up caches
         floor = _latencies(conn, "/api/v1/health", count)
         results = {"meters": meters, "requests_each": count, "fill_seconds": round(fill_s, 1),

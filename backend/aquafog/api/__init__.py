@@ -60,8 +60,8 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
         if conn is not None:
             conn.close()
 
-    from . import city, commands, health, meters, policy, ranking
-    for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp, policy.bp):
+    from . import auth, city, commands, health, meters, policy, ranking
+    for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp, policy.bp, auth.bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
     from . import consumption
     app.register_blueprint(consumption.bp, url_prefix="/api/v1")  # consumer portal: usage, bill
@@ -69,4 +69,9 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
     openapi.register(app, "AquaFog fog gateway", "One fog's meters, readings, rankings, valve commands and "
                      "policies (README 'HTTP API').", schemas.FOG)
     errors.register(app)
+    if engine is not None:
+        from ..accounts import Accounts
+        from ..store.schema import ACCOUNTS
+        from .access import install
+        install(app, Accounts(ACCOUNTS), engine, cfg.session_hours, cfg.cookie_secure)
     return app

@@ -33,7 +33,13 @@ def _body(code: str, message: str, field: str | None):
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError):
-        return _body(e.code, e.message, e.field), e.status
+        resp = _body(e.code, e.message, e.field)
+        resp.status_code = e.status
+        if e.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="aquafog"'
+        if getattr(e, "retry_after", None):
+            resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
 
     @app.errorhandler(CommandError)
     def _command_error(e: CommandError):

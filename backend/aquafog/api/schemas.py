@@ -10,6 +10,7 @@ tests/backend/test_openapi.py checks real answers against them with no extra key
 
 from __future__ import annotations
 
+from ..accounts import ROLES, TOKEN_RE
 from ..federation import POLICY_SOURCES
 from ..policy import MAX_FACTOR, MAX_LISTED, MAX_M3, MODES, RULES, PolicySettings
 from ..policy import PERIODS as POLICY_PERIODS
@@ -99,6 +100,20 @@ SHARED = {
             "exempt": {**arr(METER_ID, maxItems=MAX_LISTED), "default": []},
         },
     },
+    "LoginRequest": {
+        "type": "object", "required": ["username", "password"], "additionalProperties": False,
+        "properties": {"username": S, "password": S},
+    },
+    "Me": obj(user=obj(username=S, role=enum(ROLES), meters=arr(METER_ID),
+                       csrf_token={"type": ["string", "null"],
+                                   "description": "send it as X-CSRF-Token with changes made with the cookie"})),
+    "Ok": obj(ok=B),
+    "TokenRequest": {"type": "object", "required": ["name"], "additionalProperties": False,
+                     "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}}},
+    "NewToken": obj(id=S, token={"type": "string", "pattern": anchored(TOKEN_RE.pattern)}, note=S),
+    "Token": obj(id=S, name=S, username=S, created_ms=I, last_used_ms=null(I), revoked_ms=null(I)),
+    "TokenPage": obj(items=arr(ref("Token"))),
+    "Revoked": obj(revoked=S),
 }
 
 # --- the fog's API ------------------------------------------------------------------------------

@@ -13,7 +13,11 @@ from ..config import CloudConfig
 from ..federation import MAX_K, period_key
 from ..periods import Calendar, day_key
 from ..protocol import COMMAND_ID_RE, METER_ID_RE
+from ..accounts import Accounts
+from ..api import auth
+from ..api.access import install
 from . import RoutingError, proxy
+from .store import ACCOUNTS
 
 PERIODS = {"today": "day", "month": "month"}
 
@@ -26,6 +30,8 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
     app = Flask("aquafog.cloud")
     app.json.sort_keys = False
     errors.register(app)
+    app.register_blueprint(auth.bp, url_prefix="/api/v1")
+    install(app, Accounts(ACCOUNTS), cloud.engine, cfg.session_hours, cfg.cookie_secure)
     calendar = Calendar(cfg.timezone)
 
     def current(period: str) -> tuple[str, str]:
@@ -163,7 +169,13 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
             raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
         try:
             region, api_url = cloud.owner(meter_id)
-            status, body = proxy.fetch(api_url, region, f"meters/{meter_id}{sub}", request.query_string.decode())
+            token = cfg.fog_tokens.get(region)
+            if token is None:
+                raise RoutingError(503, "unavailable", f"meter {meter_id!r} is at fog {region!r}, and this cloud has "
+                                                       f"no token for its API: set fog_tokens.{region} in the cloud "
+                                                       "config to a token made with `aquafog token add` at that fog")
+            status, body = proxy.fetch(api_url, region, f"meters/{meter_id}{sub}", request.query_string.decode(),
+                                       token)
         except RoutingError as e:
             raise ApiError(e.status, e.code, e.message, e.field) from None
         if status < 400:

@@ -15,4 +15,10 @@ class LocalCloud(LocalService):
                  new_session: bool = False, **settings):
         workdir = Path(workdir)
         cfg = {"db_url": f"sqlite:///{workdir / 'cloud.db'}", "mqtt_port": broker_port, **settings}
+        self.db_url = cfg["db_url"]
         super().__init__(workdir, cfg, http_port, new_session=new_session)
+
+    def _accounts(self):
+        from ..accounts import Accounts
+        from .store import ACCOUNTS, open_cloud_engine
+        return Accounts(ACCOUNTS), open_cloud_engine(self.db_url)

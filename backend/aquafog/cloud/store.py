@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
 
+from ..accounts import add_tables
 from ..federation import CityPolicy, Partial
 from ..policy import PolicySettings, parse_settings
 
@@ -141,3 +142,7 @@ def load_city_policy(conn: Connection) -> CityPolicy | None:
         return None
     parsed = parse_settings(json.loads(r["settings"]))
     return CityPolicy(parsed, r["ts_ms"]) if isinstance(parsed, PolicySettings) else None
+
+
+# users, API tokens, the session key (accounts.py): the same tables as a fog's
+ACCOUNTS = add_tables(metadata)

@@ -23,6 +23,12 @@ class LocalGateway(LocalService):
         if meters:
             self.register(meters)
 
+    def _accounts(self):
+        from ..accounts import Accounts
+        from ..store.engine import open_engine
+        from ..store.schema import ACCOUNTS
+        return Accounts(ACCOUNTS), open_engine(self.db_path)
+
     def register(self, meters) -> None:
         ids = self.workdir / "meters.txt"
         ids.write_text("\n".join(meters) + "\n")

@@ -21,8 +21,10 @@ def compute(conn, cfg: GatewayConfig, calendar: Calendar, now: float, seq: int) 
     for period, table, col, key, rank in (
             ("day", consumption_daily, consumption_daily.c.day, day, queries.ranking_day),
             ("month", consumption_monthly, consumption_monthly.c.month, month, queries.ranking_month)):
-        total = conn.execute(select(func.coalesce(func.sum(table.c.ml), 0)).where(col == key)).scalar_one()
+        # each query sees the store as of its own start (no shared snapshot), and a period's
+        # figures only grow: the top first, so the sum read after it is never smaller
         top = tuple((m, int(ml)) for m, ml in rank(conn, key, cfg.summary_top_k))
+        total = conn.execute(select(func.coalesce(func.sum(table.c.ml), 0)).where(col == key)).scalar_one()
         out.append(Partial(cfg.region, period, period_key(period, day), seq, int(now * 1000), n_meters, int(total),
                            cfg.summary_top_k, top))
     return out

@@ -26,6 +26,7 @@ log = logging.getLogger("aquafog.store")
 UPGRADES: dict[int, list[str]] = {
     2: [],  # meter_health and meter_alarms are new tables
     3: [],  # policy_settings and policy_blocks are new tables
+    4: [],  # users, user_meters, api_tokens, app_secrets are new tables
 }
 
 

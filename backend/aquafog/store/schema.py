@@ -14,7 +14,9 @@ open); a new column on an existing table also needs a step in engine.UPGRADES.
 from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table,
                         Text, UniqueConstraint)
 
-SCHEMA_VERSION = 3  # 1: the first release (user_version was left at 0); 2: meter health; 3: policies
+from ..accounts import add_tables
+
+SCHEMA_VERSION = 4  # 1: the first release (user_version was left at 0); 2: meter health; 3: policies; 4: accounts
 
 metadata = MetaData()
 
@@ -193,3 +195,6 @@ policy_blocks = Table(
     UniqueConstraint("meter_pk", "period", "period_key"),
 )
 Index("policy_blocks_active", policy_blocks.c.released_ms, policy_blocks.c.meter_pk)
+
+# users, their meters, API tokens, the session key (accounts.py): the same tables as the cloud's
+ACCOUNTS = add_tables(metadata)
