@@ -195,6 +195,11 @@ def test_a_block_at_the_cloud_reaches_the_meter_in_its_fog_and_is_confirmed_appl
         assert body == south.gateway.get("/meters/semu01/commands?limit=1")
         status, body = get(f"{api}/meters/semu01/readings?limit=0")  # the fog's own refusal, passed on
         assert status == 400 and body["error"]["field"] == "limit"
+        status, body = get(f"{api}/meters/semu01/usage?by=month")
+        assert status == 200 and body.pop("region") == "south" and body.pop("served_by")
+        assert body == south.gateway.get("/meters/semu01/usage?by=month")
+        status, body = get(f"{api}/meters/semu01/bill")  # the fog has no tariff file: its 404, passed on
+        assert status == 404 and "tariff_file" in body["error"]["message"]
         fogs_list = {f["region"]: f for f in get(f"{api}/fogs")[1]["items"]}
         assert fogs_list["south"]["meters"] == ACTIVE + SILENT + 2 and fogs_list["south"]["status"] == "ok"
 

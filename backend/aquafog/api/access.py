@@ -51,6 +51,7 @@ ACCESS: dict[str, str] = {
     "health": PUBLIC, "city_ranking": OPERATOR, "city_mean": USER, "fogs": OPERATOR,
     "get_policy": OPERATOR, "put_policy": ADMIN,
     "meter": OWN_METER, "meter_readings": OWN_METER, "meter_commands": OWN_METER, "valve": OPERATOR,
+    "meter_usage": OWN_METER, "meter_bill": OWN_METER,
     "command": OPERATOR,
 }
 

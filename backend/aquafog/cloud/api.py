@@ -16,6 +16,7 @@ from ..protocol import COMMAND_ID_RE, METER_ID_RE
 from ..accounts import Accounts
 from ..api import auth
 from ..api.access import install
+from ..api import consumption  # noqa: F401  (the document reads consumption.BY)
 from . import RoutingError, proxy
 from .store import ACCOUNTS
 
@@ -235,6 +236,44 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
             504: GatewayTimeout
         """
         return forwarded(meter_id, "/commands")
+
+    @app.get("/api/v1/meters/<meter_id>/usage")
+    def meter_usage(meter_id: str):
+        """A meter's consumption series, from the fog that owns it (its /meters/<id>/usage).
+        ---
+        get:
+          parameters:
+          - meter_id
+          - {name: by, in: query, schema: {type: string, enum: !const consumption.BY, default: day}}
+          - {name: from, in: query, description: "a date (by=hour, by=day) or a month YYYY-MM (by=month)", schema: {type: string}}
+          - {name: to, in: query, description: "inclusive, as at the fog", schema: {type: string}}
+          responses:
+            200: ForwardedUsage
+            400: BadRequest
+            404: NotFound
+            502: BadGateway
+            503: ServiceUnavailable
+            504: GatewayTimeout
+        """
+        return forwarded(meter_id, "/usage")
+
+    @app.get("/api/v1/meters/<meter_id>/bill")
+    def meter_bill(meter_id: str):
+        """A meter's bill for a month, from the fog that owns it (its tariff file).
+        ---
+        get:
+          parameters:
+          - meter_id
+          - {name: month, in: query, description: "YYYY-MM, not after this month (default this month)", schema: {type: string, pattern: "^[0-9]{4}-[0-9]{2}$"}}
+          responses:
+            200: ForwardedBill
+            400: BadRequest
+            404: NotFound
+            502: BadGateway
+            503: ServiceUnavailable
+            504: GatewayTimeout
+        """
+        return forwarded(meter_id, "/bill")
 
     @app.post("/api/v1/meters/<meter_id>/valve")
     def valve(meter_id: str):
