@@ -134,8 +134,9 @@ def cmd_meter(args) -> int:
     print("next:")
     print(f"  1. {_reload_line(run.reloaded)}")
     print(f"  2. flash each board: make flash PORT=/dev/ttyUSB0 METER={first}")
-    print(f"  3. check it reports: curl -s http://<gateway>:8080/api/v1/meters/{first}  "
-          "(\"online\": true, then a reading every report_interval_s)")
+    print(f"  3. check it reports: curl -s -H \"Authorization: Bearer $TOKEN\" "
+          f"http://<gateway>:8080/api/v1/meters/{first}  (\"online\": true, then a reading every report_interval_s;"
+          " TOKEN from `aquafog token add`)")
     return 0
 
 
