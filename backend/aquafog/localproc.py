@@ -74,7 +74,10 @@ class LocalService:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "aquafog", self.command, "-c", str(self.conf)],
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=self.new_session)
-        wait_for_port("127.0.0.1", self.http_port, timeout, self.proc)
+        try:
+            wait_for_port("127.0.0.1", self.http_port, timeout, self.proc)
+        except RuntimeError as exc:  # it exited or never listened: its log says why
+            raise RuntimeError(f"{self.name}: {exc}; its log:\n{self.log()[-3000:]}") from None
         deadline = time.monotonic() + timeout
         while self.health()[0] != 200:
             if self.proc.poll() is not None or time.monotonic() > deadline:
