@@ -570,11 +570,12 @@ class Fleet:
                  k_factor: float = 450, topic_root: str = "aquafog", fs_root: str | Path | None = None,
                  mqtt_password: str | Callable[[str], str] = "", workers: int = 4,
                  config_overrides: dict | None = None, horizon_s: float = 600.0,
-                 reed: ReedContact | None = None):
+                 reed: ReedContact | None = None, profiles: dict[str, Profile] | None = None):
         """`start_epoch` defaults to a time that the simulated clock reaches real now only
         after `horizon_s` real seconds; from then on it runs at real time (never ahead of
         real now: the gateway rejects readings from the future). `reed`: how the contacts
-        of meters that count by interrupt (pulse_min_gap_ms > 0) bounce."""
+        of meters that count by interrupt (pulse_min_gap_ms > 0) bounce. `profiles`: meters whose
+        household is given (a steady leak makes water flow at once), the rest as assign_profiles."""
         if start_epoch is None:
             start_epoch = int(time.time() - (speed - 1.0) * horizon_s - 5)
         self.host, self.port = host, port
@@ -587,7 +588,7 @@ class Fleet:
         self.fs_root = Path(tempfile.mkdtemp(prefix="aquafog-emu-")) if fs_root is None else Path(fs_root)
         self._progress = threading.Condition()
         self.scheduler = Scheduler(self.clock, workers=workers, on_step=self._stepped)
-        self.profiles = assign_profiles(list(meter_ids), seed)
+        self.profiles = {**assign_profiles(list(meter_ids), seed), **(profiles or {})}
         self._meters: dict[str, EmulatedMeter] = {}
         for mid in meter_ids:
             raw = {

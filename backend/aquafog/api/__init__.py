@@ -69,6 +69,8 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
     openapi.register(app, "AquaFog fog gateway", "One fog's meters, readings, rankings, valve commands and "
                      "policies (README 'HTTP API').", schemas.FOG)
     errors.register(app)
+    from .. import web
+    web.register(app, "fog", cfg.region)  # the dashboard and the portal at /
     if engine is not None:
         from ..accounts import Accounts
         from ..store.schema import ACCOUNTS

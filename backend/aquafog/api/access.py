@@ -53,6 +53,10 @@ ACCESS: dict[str, str] = {
     "meter": OWN_METER, "meter_readings": OWN_METER, "meter_commands": OWN_METER, "valve": OPERATOR,
     "meter_usage": OWN_METER, "meter_bill": OWN_METER,
     "command": OPERATOR,
+    # the web UI (web/), both apps: the pages are public shells (no session: to /login); the data
+    # behind them is the API's, with the rules above
+    "web.dashboard": PUBLIC, "web.login": PUBLIC, "web.meter": PUBLIC, "web.alerts": PUBLIC,
+    "web.policy": PUBLIC, "web.portal": PUBLIC, "web.favicon": PUBLIC, "web.static": PUBLIC,
 }
 
 TOKEN_TOUCH_S = 60  # last_used of a token is written at most this often

@@ -320,6 +320,8 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
     openapi.register(app, "AquaFog cloud", "The city: rankings and means merged from every fog's partials, "
                      "meter detail and valve commands through the owning fog, city-wide policies "
                      "(README 'City scale').", CLOUD)
+    from .. import web
+    web.register(app, "cloud")  # the same dashboard, for the city
     return app
 
 

@@ -1,0 +1,255 @@
+// One meter, live: its facts, flow and register charts (the last hour from GET .../readings,
+// then each `reading` event as it arrives), the valve buttons with the command ledger's
+// state as the gateway reports it, and the meter's recent commands.
+import { $, ago, api, atCloud, boot, explain, h, has, hide, isOperator, litres, number, poll, show, stream, when } from "./common.js";
+import { TimeChart } from "./charts.js";
+
+const id = boot.meter;
+const enc = encodeURIComponent(id);
+const WINDOW_MS = 3600_000;
+const POLL_MS = 2000;
+const TERMINAL = new Set(["applied", "failed", "expired", "rejected"]);
+
+const flow = new TimeChart($("#flow-chart"), { windowMs: WINDOW_MS, kind: "area", minMax: 1 });
+const register = new TimeChart($("#register-chart"), { windowMs: WINDOW_MS, kind: "register" });
+const seen = new Set();       // readings by boot:seq, so a replay changes nothing
+const commands = new Map();   // command id -> command
+let tracked = null;           // the command this page sent last
+let latest = null;            // the newest reading shown
+let meter = null;
+
+// --- facts ----------------------------------------------------------------------------------
+function badge(online) {
+  const el = $("#online");
+  el.textContent = online === null || online === undefined ? "never seen" : online ? "online" : "offline";
+  el.className = "badge " + (online ? "ok" : "off");
+}
+
+function valveText(v) {
+  if (!v) return "–";
+  const parts = [`reported ${v.reported || "unknown"}`];
+  if (v.desired && v.desired !== v.reported) parts.push(`wanted ${v.desired}`);
+  if (v.pending_command) parts.push("command pending");
+  return parts.join(" · ");
+}
+
+function showMeter(m) {
+  meter = m;
+  badge(m.online);
+  $("#register").textContent = litres(m.register ? m.register.litres : m.litres);
+  $("#flow").textContent = m.flow_lpm === null ? "–" : `${number(m.flow_lpm)} L/min`;
+  $("#today").textContent = litres(m.consumption && m.consumption.today_litres);
+  $("#month").textContent = litres(m.consumption && m.consumption.month_litres);
+  $("#valve").textContent = valveText(m.valve);
+  $("#valve").dataset.reported = (m.valve && m.valve.reported) || "";
+  $("#last-seen").textContent = ago(m.last_seen_at);
+  const alarms = (m.health && m.health.alarms) || [];
+  const box = $("#alarms");
+  box.replaceChildren(...alarms.map((a) => h("p", { class: "warning" },
+    a === "leak" ? "Leak: this meter sees a constant flow." : a === "burst" ? "Burst: the meter closed its valve on a burst."
+      : a === "valve_fault" ? "Valve fault: the valve does not follow its commands." : a)));
+  box.hidden = alarms.length === 0;
+  if (m.region) $("#meter-id").textContent = `${id} (${m.region})`;
+}
+
+async function loadMeter() {
+  showMeter(await api(`/meters/${enc}`));
+}
+
+// --- readings ----------------------------------------------------------------------------
+function addReading(r, redraw = true) {
+  const key = `${r.boot}:${r.seq}`;
+  if (seen.has(key)) return false;
+  seen.add(key);
+  const t = Date.parse(r.ts);
+  if (r.flow_lpm !== null && r.flow_lpm !== undefined) flow.points.push([t, r.flow_lpm]);
+  register.points.push([t, r.litres]);
+  if (!latest || t >= Date.parse(latest.ts)) latest = r;
+  if (redraw) { flow.set(flow.points); register.set(register.points); }
+  return true;
+}
+
+async function loadHistory(fromS) {
+  let cursor = null;
+  for (let page = 0; page < 10; page++) {
+    const q = new URLSearchParams({ from: String(fromS), limit: "1000" });
+    if (cursor) q.set("cursor", cursor);
+    const body = await api(`/meters/${enc}/readings?${q}`);
+    for (const r of body.items) addReading(r, false);
+    cursor = body.next;
+    if (!cursor) break;
+  }
+  flow.set(flow.points);
+  register.set(register.points);
+  $("#points").textContent = `${register.points.length} readings in the last hour`;
+}
+
+function onReading(r) {
+  if (!addReading(r)) return;
+  $("#register").textContent = litres(r.litres);
+  $("#flow").textContent = r.flow_lpm === null ? "–" : `${number(r.flow_lpm)} L/min`;
+  $("#last-seen").textContent = "just now";
+  $("#points").textContent = `${register.points.length} readings in the last hour`;
+  refreshSoon();
+}
+
+let refreshTimer = null;
+function refreshSoon() {  // consumption today and this month: from the detail, at most every 3 s
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(async () => {
+    refreshTimer = null;
+    try { await loadMeter(); } catch { /* the next one */ }
+  }, 3000);
+}
+
+// --- commands --------------------------------------------------------------------------------
+function commandTime(c) {
+  return c.done_at || c.sent_at || c.created_at || (c.updated_ms ? new Date(c.updated_ms).toISOString() : null)
+    || (c.created_ms ? new Date(c.created_ms).toISOString() : null);
+}
+
+function renderCommands() {
+  const rows = [...commands.values()]
+    .sort((a, b) => (Date.parse(commandTime(b)) || 0) - (Date.parse(commandTime(a)) || 0))
+    .slice(0, 20)
+    .map((c) => h("tr", { "data-command": c.id },
+      h("td", {}, h("code", {}, c.id)),
+      h("td", {}, c.state),
+      h("td", {}, h("span", { class: `status ${c.status}` }, c.status), c.error ? ` ${c.error}` : ""),
+      h("td", {}, c.origin || (c.region ? `cloud → ${c.region}` : "")),
+      h("td", {}, when(commandTime(c)))));
+  $("#commands tbody").replaceChildren(...rows);
+}
+
+function describe(c) {
+  const what = c.state === "closed" ? "Block (close valve)" : "Unblock (open valve)";
+  const meaning = {
+    routed: "routed to the meter's fog",
+    queued: "queued: waiting for the meter to be online",
+    sent: "sent: waiting for the meter to confirm",
+    applied: "applied: the meter confirmed",
+    failed: "failed",
+    expired: "expired: the meter never confirmed",
+    rejected: "rejected by the fog",
+  }[c.status] || c.status;
+  return `${what}: ${meaning}${c.error ? ` (${c.error})` : ""}`;
+}
+
+function onCommand(c) {
+  commands.set(c.id, { ...(commands.get(c.id) || {}), ...c });
+  renderCommands();
+  if (tracked && c.id === tracked.id) {
+    tracked = { ...tracked, ...c };
+    const el = $("#command-state");
+    el.textContent = describe(tracked);
+    el.dataset.status = tracked.status;
+    el.className = `command status ${tracked.status}`;
+    if (TERMINAL.has(tracked.status)) refreshSoon();
+  }
+}
+
+async function loadCommands() {
+  const body = await api(`/meters/${enc}/commands?limit=20`);
+  for (const c of body.items) commands.set(c.id, c);
+  renderCommands();
+}
+
+let follow = () => {};
+async function sendValve(state) {
+  const buttons = [$("#block"), $("#unblock")];
+  buttons.forEach((b) => { b.disabled = true; });
+  const el = $("#command-state");
+  el.className = "command";
+  el.textContent = state === "closed" ? "Blocking…" : "Unblocking…";
+  try {
+    const user = boot.user.username;
+    const { command } = await api(`/meters/${enc}/valve`, { method: "POST", body: { state, reason: `dashboard (${user})` } });
+    tracked = command;
+    onCommand(command);
+    follow();
+    // until it is done: the command events (live) and GET /commands/<id> (always, slower when live)
+    follow = poll(async () => {
+      if (!tracked || TERMINAL.has(tracked.status)) { follow(); return; }
+      const body = await api(`/commands/${encodeURIComponent(tracked.id)}`);
+      onCommand(body.command);
+    }, liveUp ? 3000 : 1000);
+  } catch (err) {
+    el.textContent = explain(err);
+    el.className = "command status failed";
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+// --- live or polling ---------------------------------------------------------------------------
+let liveUp = false;
+let polling = null;
+
+function startPolling(label) {
+  if (polling) return;
+  const src = $("#live-source");
+  src.textContent = label;
+  src.dataset.mode = "polling";
+  polling = poll(async () => {
+    const from = latest ? Math.floor(Date.parse(latest.ts) / 1000) : Math.floor((Date.now() - WINDOW_MS) / 1000);
+    const body = await api(`/meters/${enc}/readings?from=${from}&limit=1000`);
+    let added = false;
+    for (const r of body.items) added = addReading(r, false) || added;
+    if (added) {
+      flow.set(flow.points); register.set(register.points);
+      $("#points").textContent = `${register.points.length} readings in the last hour`;
+    }
+    await loadMeter();
+  }, POLL_MS);
+}
+
+async function resync() {  // after `missed`: what the events would have told us
+  await Promise.all([loadMeter(), loadHistory(Math.floor((Date.now() - WINDOW_MS) / 1000)),
+    has("commands") ? loadCommands() : null]);
+}
+
+function startLive() {
+  const src = $("#live-source");
+  stream(`/meters/${enc}/live`, {
+    reading: onReading,
+    command: onCommand,
+    status: (s) => { badge(s.online); if (meter) meter.online = s.online; },
+    missed: () => { resync().catch((err) => show("#meter-error", explain(err))); },
+  }, (state) => {
+    liveUp = state === "live";
+    if (state === "live") { src.textContent = "live (server-sent events)"; src.dataset.mode = "live"; }
+    else if (state === "reconnecting") { src.textContent = "live · reconnecting…"; src.dataset.mode = "reconnecting"; }
+    else if (state === "failed") startPolling(`polling every ${POLL_MS / 1000} s (live stream refused)`);
+  });
+}
+
+async function main() {
+  try {
+    await loadMeter();
+  } catch (err) {
+    const box = show("#meter-error", err.status === 403 ? `Refused: ${err.message}. You can only see your own meters.`
+      : err.status === 404 ? `No such meter: ${err.message}` : explain(err));
+    box.dataset.status = String(err.status);
+    $("#online").hidden = true;
+    $("#live-source").hidden = true;
+    return;
+  }
+  show("#meter-body");
+  show("#meter-panels");
+  if (isOperator) {
+    show("#valve-controls");
+    $("#block").addEventListener("click", () => sendValve("closed"));
+    $("#unblock").addEventListener("click", () => sendValve("open"));
+  }
+  try {
+    await Promise.all([loadHistory(Math.floor((Date.now() - WINDOW_MS) / 1000)),
+      has("commands") ? loadCommands() : null]);
+  } catch (err) {
+    show("#meter-error", explain(err));
+  }
+  if (has("meter_live")) startLive();
+  else startPolling(atCloud ? `via the meter's fog · polling every ${POLL_MS / 1000} s` : `polling every ${POLL_MS / 1000} s`);
+  setInterval(() => { flow.draw(); register.draw(); if (meter) $("#last-seen").textContent = ago(latest ? latest.received_at || latest.ts : meter.last_seen_at); }, 5000);
+}
+
+main();
