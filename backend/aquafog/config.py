@@ -127,6 +127,8 @@ class GatewayConfig(_Loadable):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     http_threads: int = 8
+    # server-sent-event streams open at once (api/live.py); each has its own server thread
+    live_max_clients: int = 16
     # ingest
     batch_max_rows: int = 5000
     batch_max_delay_ms: int = 250
@@ -187,6 +189,7 @@ class GatewayConfig(_Loadable):
         between("mqtt_port", 1, 65535)
         between("http_port", 0, 65535, " (0 picks a free port)")
         between("http_threads", 1, 256)
+        between("live_max_clients", 0, 256, " (live event streams open at once; 0 turns them off)")
         between("batch_max_rows", 1, 100_000)
         between("batch_max_delay_ms", 1, 10_000, " (the delay before readings are on disk and acknowledged)")
         between("ack_interval_ms", 0, 60_000, " (at most one persistence ack per meter per interval)")

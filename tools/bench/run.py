@@ -19,6 +19,10 @@ city_latency  From a reading that moves a meter into the city top-10 to that cha
          2 fogs (Mosquitto bridged to the cloud's, gateway process) x 100k meters, default
          gateway settings; against the same reading showing in the fog's own ranking, and
          the bare MQTT path fog -> bridge -> cloud broker (tools/bench/city_latency.py).
+live     From a meter's publish (QoS 1) to the server-sent event a client of the gateway's
+         GET /api/v1/meters/<id>/live receives on loopback, with a few hundred other meters
+         publishing meanwhile; against the same publish reaching a bare paho subscriber on the
+         same broker (tools/bench/live_latency.py).
 heap     The meter firmware's heap in use on real MicroPython (WebAssembly port) after
          main.py's start-up and one reporting cycle, compiled to .mpy as `make flash`
          installs it, against the same from .py sources (tools/bench/heap.py).
@@ -56,6 +60,7 @@ from aquafog.gateway.local import LocalGateway  # noqa: E402
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 import city_latency  # noqa: E402
 import heap  # noqa: E402
+import live_latency  # noqa: E402
 
 PY = sys.executable
 TOPIC = "aquafog/+/tele/reading"
@@ -329,7 +334,7 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("ingest", "ranking", "city", "city_latency", "heap"))
+    ap.add_argument("--only", choices=("ingest", "ranking", "city", "city_latency", "live", "heap"))
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--meters", default="1000,10000",
                     help="meters in the ingest backlog; a comma-separated list runs one benchmark each")
@@ -340,6 +345,9 @@ def main() -> int:
     ap.add_argument("--city-samples", type=int, default=100, help="city_latency: readings timed to the cloud")
     ap.add_argument("--city-summary-interval-ms", type=int,
                     help="city_latency: the fogs' summary_interval_ms (default: the gateway's default)")
+    ap.add_argument("--live-samples", type=int, default=300, help="live: readings timed to their SSE event")
+    ap.add_argument("--live-meters", type=int, default=300, help="live: other meters publishing meanwhile")
+    ap.add_argument("--live-rate", type=float, default=300.0, help="live: their readings per second, in total")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "bench.json"))
     args = ap.parse_args()
     if not shutil.which("mosquitto_sub"):
@@ -361,6 +369,9 @@ def main() -> int:
             results["city_latency"] = city_latency.measure(work / "city-latency", populate, args.city_fogs,
                                                            args.city_meters, args.city_samples,
                                                            args.city_summary_interval_ms)
+        if args.only in (None, "live"):
+            results["live"] = live_latency.measure(work / "live", args.live_samples, args.live_meters,
+                                                   args.live_rate)
         if args.only in (None, "heap"):
             results["heap"] = heap.measure()
     out = Path(args.out)
@@ -387,6 +398,8 @@ def main() -> int:
     if "city_latency" in results:
         for line in city_latency.rows(results["city_latency"]):
             print(line)
+    if "live" in results:
+        print(live_latency.row(results["live"]))
     if "heap" in results:
         print(heap.row(results["heap"]))
     print(f"\nwritten to {out}")

@@ -25,6 +25,8 @@ class GatewayServices(Protocol):
 
     def policy(self) -> Any: ...
 
+    def live(self) -> Any: ...  # the live event hub (gateway/live.py), or None
+
 
 @dataclass
 class Context:
@@ -63,6 +65,8 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
     from . import auth, city, commands, health, meters, policy, ranking
     for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp, policy.bp, auth.bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
+    from . import live
+    app.register_blueprint(live.bp, url_prefix="/api/v1")  # server-sent events
     from . import consumption
     app.register_blueprint(consumption.bp, url_prefix="/api/v1")  # consumer portal: usage, bill
     from . import openapi, schemas

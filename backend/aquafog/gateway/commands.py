@@ -71,6 +71,9 @@ class CommandLedger:
         self.topics = topics
         self.ttl_ms = ttl_s * 1000
         self.resend_ms = resend_s * 1000
+        # ids of the commands whose status changed in the writer's current transaction; the
+        # writer announces them once it commits (live events) and clears it after a rollback
+        self.changed: list[str] = []
 
     def _publish(self, meter: str, cid: str, state: str) -> Publish:
         return Publish(self.topics.valve_command(meter), encode_valve_command(cid, state), cid)
@@ -93,17 +96,19 @@ class CommandLedger:
                     f"command id {command_id!r} was already used for another request; "
                     "send a new command_id (or none, and the gateway makes one)", "command_id")
         cid = command_id or new_command_id()
-        conn.execute(
-            update(commands)
-            .where(commands.c.meter_pk == st.pk, commands.c.status.in_(PENDING))
-            .values(status="failed", error=f"superseded by command {cid}", done_ms=now_ms)
-        )
+        c = commands.c
+        older = conn.execute(select(c.id).where(c.meter_pk == st.pk, c.status.in_(PENDING))).scalars().all()
+        if older:
+            conn.execute(update(commands).where(c.id.in_(older))
+                         .values(status="failed", error=f"superseded by command {cid}", done_ms=now_ms))
+            self.changed.extend(older)
         row = {
             "id": cid, "meter_pk": st.pk, "kind": "valve", "state": state, "reason": reason, "origin": origin,
             "status": "queued", "error": None, "attempts": 0, "created_ms": now_ms, "sent_ms": None,
             "done_ms": None, "expires_ms": now_ms + self.ttl_ms,
         }
         conn.execute(commands.insert(), row)
+        self.changed.append(cid)
         st.valve_desired = state
         conn.execute(update(meters).where(meters.c.pk == st.pk).values(valve_desired=state))
         pubs = [self._publish(st.meter, cid, state)] if st.online else []
@@ -159,6 +164,7 @@ class CommandLedger:
             update(commands).where(commands.c.id == res.id)
             .values(done_ms=now_ms, sent_ms=func.coalesce(commands.c.sent_ms, now_ms), **values)
         )
+        self.changed.append(res.id)
         return None
 
     def _local_change(self, conn: Connection, st: MeterState, res: ValveResult, now_ms: int,
@@ -173,6 +179,7 @@ class CommandLedger:
             "attempts": 0, "created_ms": now_ms, "sent_ms": now_ms, "done_ms": now_ms, "expires_ms": now_ms,
         }
         conn.execute(commands.insert(), row)
+        self.changed.append(res.id)
         st.valve_reported = res.state
         if not res.ok:
             return  # the valve did not move: the operator's intent stands
@@ -183,6 +190,7 @@ class CommandLedger:
             conn.execute(update(commands).where(c.id.in_(other)).values(
                 status="failed", done_ms=now_ms,
                 error=f"superseded by the meter's own change {res.id} ({res.cause})"))
+            self.changed.extend(other)
             if superseded is not None:
                 superseded.update(other)
         st.valve_desired = res.state
@@ -190,19 +198,25 @@ class CommandLedger:
 
     def mark_sent(self, conn: Connection, command_id: str, now_ms: int) -> None:
         c = commands.c
-        conn.execute(update(commands).where(c.id == command_id, c.status.in_(PENDING))
-                     .values(status="sent", sent_ms=now_ms, attempts=c.attempts + 1))
+        r = conn.execute(update(commands).where(c.id == command_id, c.status.in_(PENDING))
+                         .values(status="sent", sent_ms=now_ms, attempts=c.attempts + 1))
+        if r.rowcount:
+            self.changed.append(command_id)
 
     def sweep(self, conn: Connection, now_ms: int) -> list[Publish]:
         """Expire what waited too long; re-send what the broker took but the meter
         never answered, and what could not be handed to the broker, to online meters."""
         c = commands.c
-        conn.execute(
-            update(commands).where(c.status.in_(PENDING), c.expires_ms < now_ms)
-            .values(status="expired", done_ms=now_ms,
-                    error="the meter did not confirm within command_ttl_s; the desired state is kept "
-                          "and re-delivered when the meter comes back")
-        )
+        due = conn.execute(select(c.id).where(c.status.in_(PENDING), c.expires_ms < now_ms)).scalars().all()
+        for i in range(0, len(due), 500):
+            part = due[i:i + 500]
+            conn.execute(
+                update(commands).where(c.id.in_(part))
+                .values(status="expired", done_ms=now_ms,
+                        error="the meter did not confirm within command_ttl_s; the desired state is kept "
+                              "and re-delivered when the meter comes back")
+            )
+        self.changed.extend(due)
         rows = conn.execute(
             select(c.id, c.state, meters.c.meter).join(meters, meters.c.pk == c.meter_pk)
             .where(meters.c.online.is_(True),

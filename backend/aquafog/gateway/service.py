@@ -8,7 +8,8 @@ Processes and threads:
           publisher    paho loop of the outgoing connection
           cloudlink    partials, directory and cloud commands (with a region), its own connection
           policy       evaluates and enforces the consumption policies (enforcer.py)
-          http         waitress serving the Flask API (reads the store directly)
+          http         waitress serving the Flask API (reads the store directly); http_threads
+                       for requests plus live_max_clients for server-sent-event streams (live.py)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .publisher import Publisher
 from .receiver import ReceiverSettings, receiver_main
 from .cloudlink import CloudLink
 from .enforcer import Enforcer
+from .live import LiveHub
 from .writer import Writer
 
 log = logging.getLogger("aquafog.gateway")
@@ -55,13 +57,21 @@ class Gateway:
         )
         self.receiver = ctx.Process(target=receiver_main, args=(settings, rx_in, ack_out),
                                     name="aquafog-receiver", daemon=True)
-        self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in)
+        self.live_hub = LiveHub(cfg.live_max_clients)
+        self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in, live=self.live_hub)
         self.enforcer = Enforcer(cfg, self.engine, self.writer, self.city_mean)
         self.cloudlink = CloudLink(cfg, self.engine, self.writer, health=self.health, api_url=self.api_url,
                                    policy=self.enforcer) if cfg.region else None
         self.app = create_app(cfg, self.engine, self)
-        self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
-                                  ident="aquafog")
+        # each live stream holds a thread for as long as it is open: they get their own, so they
+        # never starve the JSON API; lookahead 1 keeps reading the socket during a response, so a
+        # stream notices at once that its client is gone (waitress.client_disconnected); a stream
+        # whose client reads too slowly waits once 1 MiB is unsent (not 16), and its events are
+        # dropped in the hub (each write leaves at once: send_bytes is 1 since waitress 1.3, and
+        # since 2.1 the writing thread sends straight to the socket)
+        self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port,
+                                  threads=cfg.http_threads + cfg.live_max_clients, channel_request_lookahead=1,
+                                  outbuf_high_watermark=1 << 20, ident="aquafog")
         self.started_at = time.time()
         self.done = threading.Event()
 
@@ -88,6 +98,9 @@ class Gateway:
 
     def policy(self) -> Enforcer:
         return self.enforcer
+
+    def live(self) -> LiveHub:
+        return self.live_hub
 
     def health(self) -> dict:
         s = self.writer.stats
@@ -119,6 +132,7 @@ class Gateway:
                 "batch_latency_ms_max": lat[-1] if lat else None,
                 "queue_depth": self.events.qsize(),
             },
+            "live": self.live_hub.stats(),
         }
 
     # lifecycle ---------------------------------------------------------------
@@ -148,6 +162,8 @@ class Gateway:
             return
         self.done.set()
         log.info("stopping")
+        self.live_hub.close()        # live streams end, freeing their threads
+        self.http.task_dispatcher.shutdown(timeout=5)  # let running responses finish before the server closes
         self.http.close()
         if self.cloudlink is not None:
             self.cloudlink.stop()

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, select
@@ -32,10 +33,11 @@ from sqlalchemy.exc import OperationalError
 from ..config import GatewayConfig
 from ..periods import Calendar
 from ..protocol import Health, Reading, Reject, Status, Topics, decode, encode_ack
-from ..store.schema import ingest_counters, ingest_rejects
+from ..store.schema import commands, ingest_counters, ingest_rejects, meters
 from .accounting import H_BOOT, H_ML, H_PULSES, H_SEQ, Accounting, MeterState
 from .commands import CommandLedger, Publish, UnknownMeter
 from .health import HealthBatch
+from .live import LiveHub, command_event, reading_event, status_event
 from .publisher import Publisher
 
 log = logging.getLogger("aquafog.writer")
@@ -69,7 +71,7 @@ class IngestStats:
 
 class Writer(threading.Thread):
     def __init__(self, cfg: GatewayConfig, engine: Engine, events: queue.Queue, publisher: Publisher,
-                 ack_pipe=None):
+                 ack_pipe=None, live: LiveHub | None = None):
         super().__init__(name="writer", daemon=True)
         self.cfg = cfg
         self.engine = engine
@@ -94,6 +96,9 @@ class Writer(threading.Thread):
         self._last_ack: dict[str, float] = {}      # meter -> when it was last acked (monotonic)
         self._ack_pending: dict[str, MeterState] = {}
         self._ack_flush_at = 0.0
+        self.live = live
+        self._live_events: list = []  # (meter, kind, data) of the open transaction, sent once it commits
+        self._live_last: dict[str, tuple] = {}  # watched meter -> (boot, seq, ml, pulses) last announced
 
     # ------------------------------------------------------------ API side
 
@@ -149,6 +154,8 @@ class Writer(threading.Thread):
                         if any(m[3].endswith(URGENT_SUFFIX) for m in item[1]):
                             # an operator is waiting for this valve's answer: commit soon
                             deadline = min(deadline, time.monotonic() + URGENT_DELAY_S)
+                        if self.live is not None and self.live.watching:
+                            self._live_received(item[1])
                     elif kind == "stop":
                         if batch:
                             self._commit(batch)
@@ -177,11 +184,12 @@ class Writer(threading.Thread):
         if kind == "call":
             _, fn, fut = item
             try:
-                with self.conn.begin():
+                with self._txn():
                     result, pubs = fn(self.conn)
             except Exception as exc:
                 fut.set_exception(exc)
                 return
+            self._live_flush()
             fut.set_result(result)
             self._publish_all(pubs)
         elif kind == "published":
@@ -205,6 +213,8 @@ class Writer(threading.Thread):
     def _commit(self, msgs: list) -> bool:
         """Decode, account and commit a batch; then PUBACK it and ack the meters."""
         t0 = time.monotonic()
+        s = self.stats
+        counted = s.accepted + s.late + s.resets
         try:
             try:
                 (answered, acked), publishes = self._apply(msgs)
@@ -224,6 +234,7 @@ class Writer(threading.Thread):
         self._retry_at = 0.0
         self._retry_delay = 0.5
         self.stats.store_error = None
+        self._live_flush(s.accepted + s.late + s.resets > counted)
         self._puback(msgs)
         for st in acked.values():
             self._ack_pending[st.meter] = st
@@ -300,7 +311,8 @@ class Writer(threading.Thread):
                 decoded.append((d, m))
         conn = self.conn
         publishes: list[Publish] = []
-        with conn.begin():
+        live = self.live if self.live is not None and self.live.watching else None
+        with self._txn():
             wanted = {d.meter for d, _ in decoded if d.meter not in self.acc.states}
             if wanted:
                 fresh = {m for m in wanted if self._unknown.get(m, 0) < now}
@@ -323,13 +335,22 @@ class Writer(threading.Thread):
                     continue
                 t = type(d)
                 if t is Reading:
+                    stored = st.readings
                     rej = batch.reading(conn, st, d, m[5])
+                    if live is not None and st.readings > stored and live.watches(st.meter) and \
+                            (st.head[H_SEQ] != d.seq or st.head[H_BOOT] != d.boot):
+                        # a late reading: announced once stored (a new one was when it arrived)
+                        self._live_events.append((st.meter, "reading", reading_event(d, m[5], True, True)))
                 elif t is Health:
                     rej = None
                     health.add(st, d, m[5])
                 elif t is Status:
                     rej = None
+                    was = (st.online, st.status_boot, st.status_ms)
                     publishes.extend(self._status(conn, batch, st, d, now_ms))
+                    if live is not None and (st.online, st.status_boot, st.status_ms) != was \
+                            and live.watches(st.meter):
+                        self._live_events.append((st.meter, "status", status_event(st, d, now_ms)))
                 else:
                     rej = self.ledger.on_result(conn, st, d, now_ms, superseded)
                     batch.touched[st.pk] = st
@@ -434,21 +455,97 @@ class Writer(threading.Thread):
         marks, self._sent_marks = self._sent_marks, []
         now_ms = _now_ms()
         try:
-            with self.conn.begin():
+            with self._txn():
                 for cid in marks:
                     self.ledger.mark_sent(self.conn, cid, now_ms)
         except OperationalError as exc:
             log.error("could not record sent commands: %s", exc)
             self._sent_marks = marks + self._sent_marks
+            return
+        self._live_flush()
 
     def _sweep(self) -> None:
         try:
-            with self.conn.begin():
+            with self._txn():
                 pubs = self.ledger.sweep(self.conn, _now_ms())
         except OperationalError as exc:
             log.error("command sweep failed: %s", exc)
             return
+        self._live_flush()
         self._publish_all(pubs)
+
+    # ------------------------------------------------------------ live events (live.py)
+
+    @contextmanager
+    def _txn(self):
+        """A transaction of the writer: the live events it produced are dropped if it rolls back."""
+        marks = len(self._live_events), len(self.ledger.changed)
+        try:
+            with self.conn.begin():
+                yield
+        except BaseException:
+            del self._live_events[marks[0]:]
+            del self.ledger.changed[marks[1]:]
+            raise
+
+    def _live_flush(self, consumption_changed: bool = False) -> None:
+        """After a commit: the watched meters' readings, status and command changes go out."""
+        events, self._live_events = self._live_events, []
+        changed, self.ledger.changed = self.ledger.changed, []
+        live = self.live
+        if live is None:
+            return
+        for meter, kind, data in events:
+            live.publish(meter, kind, data)
+        if changed and live.watching:
+            ids = list(dict.fromkeys(changed))
+            try:
+                with self.conn.begin():
+                    rows = [r for i in range(0, len(ids), 500) for r in self.conn.execute(
+                        select(commands, meters.c.meter).join(meters, meters.c.pk == commands.c.meter_pk)
+                        .where(commands.c.id.in_(ids[i:i + 500]))).mappings()]
+            except OperationalError as exc:
+                log.error("live events of %d command changes are lost: %s", len(ids), exc)
+                rows = []
+            for c in rows:
+                if live.watches(c["meter"]):
+                    live.publish(c["meter"], "command", command_event(c))
+        if consumption_changed:
+            live.consumption_changed()
+
+    def _live_received(self, msgs: list) -> None:
+        """A watched meter's new reading is announced as soon as it joins a batch, before the
+        commit (issue 5 measured: p99 9 ms this way, 56-150 ms committing such readings at once,
+        257 ms after the usual batch delay). Until the commit the broker still holds it, so a
+        crash loses nothing: it is delivered again. What is not clearly new (a duplicate, a late
+        or a backwards reading) waits for the commit, which announces a late one."""
+        live, cut, now = self.live, len(self.topics.root) + 1, None
+        for m in msgs:
+            topic = m[3]
+            if not topic.endswith("/tele/reading"):
+                continue
+            meter = topic[cut:].partition("/")[0]
+            if not live.watches(meter):
+                continue
+            now = now or time.time()
+            d = decode(self.topics, topic, m[4], now, self.limits)
+            if type(d) is not Reading:
+                continue
+            last = self._live_last.get(meter)
+            st = self.acc.states.get(meter)
+            if last is None and st is not None and st.head is not None:
+                h = st.head
+                last = (h[H_BOOT], h[H_SEQ], h[H_ML], h[H_PULSES])
+            if last is not None:
+                if d.boot == last[0]:
+                    if d.seq <= last[1] or d.ml < last[2] or d.pulses < last[3]:
+                        continue
+                elif st is not None and d.boot in st.boots:
+                    continue  # an earlier boot's reading: late
+            self._live_last[meter] = (d.boot, d.seq, d.ml, d.pulses)
+            live.publish(meter, "reading", reading_event(d, m[5], False, False))
+        if len(self._live_last) > 1000:
+            self._live_last = {k: v for k, v in self._live_last.items() if live.watches(k)}
 
 
 def _now_ms() -> int:
