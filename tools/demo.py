@@ -216,6 +216,7 @@ last {args.replay_hours:g} h at {args.speed:g}x, then in real time.
   cloud       API {c:<32} broker mqtt://127.0.0.1:{cloud.broker.port}
   files, logs {run}/
 
+Dashboards, in a browser: the city {c.removesuffix("/api/v1")}/ ; {" ; ".join(f"{f.region} {f.url.removesuffix('/api/v1')}/" for f in fogs)}
 Log in everywhere as admin, password {password} (made for this run; not stored anywhere else).
 API tokens for curl (`aquafog token add` makes more):
   export CLOUD={cloud.token}

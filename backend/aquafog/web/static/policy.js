@@ -141,6 +141,8 @@ if (isAdmin) {
       show("#policy-saved", atCloud && answer.sent === false ? "Saved; the cloud broker is down, the fogs get it when it is back."
         : "Saved.");
       await load();
+      // the fog evaluates the new settings at once, on its own thread: show that round too
+      for (const ms of [600, 2000]) setTimeout(load, ms);
     } catch (err) {
       if (err.status === 400) showErrors(err.message, err.field);
       else show("#policy-error", explain(err));
