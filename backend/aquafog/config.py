@@ -154,6 +154,8 @@ class GatewayConfig(_Loadable):
     # consumption policies: the [policy] table (policy.py; README "Policies"), evaluated every interval
     policy: dict = field(default_factory=dict)
     policy_interval_ms: int = 5000
+    # alerts (gateway/alerts.py, README "Alerts"): a meter offline longer than this raises `offline`
+    offline_alert_s: int = 900
     # billing: the tariff file (tariff.py, README "Tariffs"); empty: no bills
     tariff_file: str = ""
     # web sessions (api/access.py): how long a login lasts; cookie_secure: only over HTTPS
@@ -202,6 +204,7 @@ class GatewayConfig(_Loadable):
         between("summary_top_k", 1, 100_000, " (the longest city ranking the cloud can answer exactly)")
         between("summary_interval_ms", 100, 3_600_000, " (at most one partial per period per interval)")
         between("policy_interval_ms", 100, 3_600_000, " (how often the policies are evaluated)")
+        between("offline_alert_s", 1, 30 * 86_400, " (how long a meter may be offline before it raises an alert)")
         between("session_hours", 1, 24 * 90)
         parsed = parse_settings(self.policy, "policy.")
         if isinstance(parsed, list):

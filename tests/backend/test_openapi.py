@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from aquafog.api import city, create_app, meters, ranking
+from aquafog.api import alerts as alerts_api
 from aquafog.api import policy as policy_api
 from aquafog.api.openapi import METHODS, api_rules, build, documented_methods
 from aquafog.api.params import MAX_REASON
@@ -25,6 +26,7 @@ from aquafog.cloud.view import CityView
 from aquafog.config import CloudConfig, GatewayConfig
 from aquafog.federation import MAX_K, CityMean, CityPolicy, FogInfo, Partial, period_key
 from aquafog.gateway.accounting import Accounting
+from aquafog.gateway.alerts import KINDS
 from aquafog.gateway.health import HealthBatch
 from aquafog.periods import Calendar, day_key
 from aquafog.policy import MAX_FACTOR, MODES, PolicySettings
@@ -171,6 +173,10 @@ def test_the_fog_documents_the_limits_and_enums_the_code_checks(fog_app):
     assert p["period"]["schema"]["enum"] == list(ranking.PERIODS)
     assert _params(doc, "/api/v1/city/mean")["period"]["schema"]["enum"] == list(city.PERIODS)
     assert _params(doc, "/api/v1/policy/blocks")["limit"]["schema"]["maximum"] == policy_api.MAX_LISTED
+    p = _params(doc, "/api/v1/alerts")
+    assert p["state"]["schema"]["enum"] == list(alerts_api.STATES) and p["kind"]["schema"]["enum"] == list(KINDS)
+    assert p["limit"]["schema"]["maximum"] == alerts_api.MAX_PAGE
+    assert doc["components"]["schemas"]["Alert"]["properties"]["kind"]["enum"] == list(KINDS)
     assert _params(doc, "/api/v1/meters/{meter_id}")["meter_id"]["in"] == "path"
     body = doc["paths"]["/api/v1/meters/{meter_id}/valve"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/ValveRequest"}
@@ -278,6 +284,10 @@ class FogServices:
     def policy(self):
         return self.fog.enforcer
 
+    def alerts(self):
+        from aquafog.gateway.alerts import AlertMonitor
+        return AlertMonitor(self.fog.cfg, self.fog.engine, self.fog.writer)
+
 
 @pytest.fixture
 def fog_client(tmp_path):
@@ -311,6 +321,8 @@ def test_the_fogs_answers_match_the_document(fog_client):
     doc = strict(doc)
     block = client.get("/api/v1/policy/blocks").get_json()["items"][0]
     assert block["meter"] == "big"
+    assert [(a["kind"], a["meter"]) for a in client.get("/api/v1/alerts").get_json()["items"]] == [
+        ("policy_block", "big"), ("leak", "m001")]
     for method, url, path, body in [
         ("get", "/api/v1/meters", "/api/v1/meters", None),
         ("get", "/api/v1/meters?limit=1", "/api/v1/meters", None),
@@ -335,6 +347,12 @@ def test_the_fogs_answers_match_the_document(fog_client):
         ("put", "/api/v1/policy", "/api/v1/policy", {"mode": "dry_run", "caps_m3": {"big": 2}, "exempt": ["m001"]}),
         ("put", "/api/v1/policy", "/api/v1/policy", {"mode": "sometimes"}),
         ("get", "/api/v1/policy/blocks?active=true", "/api/v1/policy/blocks", None),
+        ("get", "/api/v1/alerts", "/api/v1/alerts", None),
+        ("get", "/api/v1/alerts?state=open&kind=leak&limit=1", "/api/v1/alerts", None),
+        ("get", "/api/v1/alerts?state=soon", "/api/v1/alerts", None),
+        ("post", "/api/v1/alerts/1/ack", "/api/v1/alerts/{alert_id}/ack", None),
+        ("post", "/api/v1/alerts/1/ack", "/api/v1/alerts/{alert_id}/ack", None),
+        ("post", "/api/v1/alerts/999/ack", "/api/v1/alerts/{alert_id}/ack", None),
     ]:
         resp = client.open(url, method=method.upper(), json=body)
         check_answer(doc, path, method, resp)

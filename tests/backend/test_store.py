@@ -48,7 +48,7 @@ def test_a_new_store_has_every_table_and_says_its_schema_version(tmp_path):
     engine = open_engine(path)
     assert set(inspect(engine).get_table_names()) == set(metadata.tables)
     engine.dispose()
-    assert user_version(path) == SCHEMA_VERSION == 4
+    assert user_version(path) == SCHEMA_VERSION == 5
 
 
 def test_a_store_of_the_previous_release_is_upgraded_in_place_and_keeps_its_data(tmp_path):
@@ -78,6 +78,7 @@ def test_a_store_of_the_previous_release_is_upgraded_in_place_and_keeps_its_data
     body = client.get("/api/v1/meters/m1").get_json()
     assert body["health"]["alarms"] == ["leak"] and body["register"]["litres"] == 1.0
     assert [i["meter"] for i in client.get("/api/v1/meters?alarm=leak").get_json()["items"]] == ["m1"]
+    assert [(a["kind"], a["meter"]) for a in client.get("/api/v1/alerts").get_json()["items"]] == [("leak", "m1")]
     assert client.get("/api/v1/meters/m1/commands").get_json()["items"][0]["id"] == "c-1"
     engine.dispose()
 

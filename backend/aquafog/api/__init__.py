@@ -21,6 +21,8 @@ class GatewayServices(Protocol):
 
     def health(self) -> dict[str, Any]: ...
 
+    def alerts(self) -> Any: ...  # the alert monitor (gateway/alerts.py): ack
+
     def city_mean(self, period: str) -> Any: ...
 
     def policy(self) -> Any: ...
@@ -62,8 +64,8 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
         if conn is not None:
             conn.close()
 
-    from . import auth, city, commands, health, meters, policy, ranking
-    for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp, policy.bp, auth.bp):
+    from . import alerts, auth, city, commands, health, meters, policy, ranking
+    for bp in (meters.bp, ranking.bp, commands.bp, health.bp, city.bp, policy.bp, alerts.bp, auth.bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
     from . import live
     app.register_blueprint(live.bp, url_prefix="/api/v1")  # server-sent events

@@ -47,6 +47,7 @@ ACCESS: dict[str, str] = {
     "ranking.ranking": OPERATOR, "commands.get_command": OPERATOR,
     "city.city_mean": USER,
     "policy.get_policy": OPERATOR, "policy.put_policy": ADMIN, "policy.list_blocks": OPERATOR,
+    "alerts.list_alerts": USER, "alerts.ack_alert": OPERATOR,  # a consumer lists their own meters' alerts
     # the cloud's API
     "health": PUBLIC, "city_ranking": OPERATOR, "city_mean": USER, "fogs": OPERATOR,
     "get_policy": OPERATOR, "put_policy": ADMIN,

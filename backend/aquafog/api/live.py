@@ -1,7 +1,7 @@
 """Server-sent events for the dashboard (text/event-stream), fed by the writer through
 the live hub (gateway/live.py):
 
-    GET /api/v1/meters/<id>/live          reading, command, status events of one meter
+    GET /api/v1/meters/<id>/live          reading, command, status, alert events of one meter
     GET /api/v1/ranking/live?n=&period=   the top n, whenever it changes (at most every RANKING_EVERY_S)
 
 Each stream holds one server thread while it is open; at most live_max_clients streams
@@ -66,7 +66,8 @@ def _gone():
 def meter_live(meter_id: str):
     """A meter's live events: readings, command ledger changes, online/offline (server-sent events).
     Events: `reading` (on arrival, before the commit; a late one once stored), `command` (a ledger
-    change, as GET /commands/{command_id}), `status` (birth or last will), `missed` (events were
+    change, as GET /commands/{command_id}), `status` (birth or last will), `alert` (an alert of the
+    meter raised, cleared or acknowledged, as GET /alerts lists it plus `change`), `missed` (events were
     dropped for this client, or a reconnect came too late to replay them: refetch). Every event but
     `missed` has an id; send the last one back as Last-Event-ID to get what was missed. A comment
     every 15 s keeps the connection alive. README "Live events".

@@ -16,6 +16,7 @@ from ..policy import MAX_FACTOR, MAX_LISTED, MAX_M3, MODES, RULES, PolicySetting
 from ..policy import PERIODS as POLICY_PERIODS
 from ..protocol import (ALARMS, CLOCK_STATES, COMMAND_ID_RE, LOCAL_PREFIX, METER_ID_RE, RESET_CAUSES,
                         VALVE_STATES)
+from ..gateway.alerts import KINDS as ALERT_KINDS
 from . import city, consumption, ranking
 from .params import MAX_REASON
 
@@ -181,6 +182,15 @@ FOG = {
         threshold_ml=I, mean=null(obj(source=S, sum_ml=I, meters=I, factor=N)), command_id=null(S),
         created_ms=I, active=B, released_ms=null(I), released_by=null(S), release_command_id=null(S)),
     "PolicyBlockPage": obj(items=arr(ref("PolicyBlock")), next=null(S)),
+    "Alert": obj(
+        "An alert raised by the gateway (README 'Alerts'): active while cleared_ms is null, open while acked_ms is.",
+        id=I, kind=enum(ALERT_KINDS), meter=METER_ID,
+        message={"type": "string", "description": "what happened and what to do"},
+        raised_ms=I, cleared_ms=null(I), acked_ms=null(I),
+        acked_by={"type": ["string", "null"], "description": "the username of who acknowledged it"},
+        details={"type": "object", "additionalProperties": True,
+                 "description": "the figures, by kind (README 'Alerts'); `cleared` holds those at the clear"}),
+    "AlertPage": obj(items=arr(ref("Alert")), next=null(S)),
     "Usage": obj(
         "A meter's consumption per period, every period from..to listed (0 when nothing was used).",
         meter=S, by=enum(consumption.BY), **{"from": S, "to": S}, timezone=S, total_litres=N,

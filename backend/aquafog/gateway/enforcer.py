@@ -12,7 +12,8 @@ Each round:
 
 A block an operator overrides (any later valve command for the meter, from the fog's API
 or the cloud) is recorded as released by the operator, and the meter is not blocked again
-in that period. Settings: the config's [policy], the fog's API, or the city's from the cloud
+in that period. Each block raises a `policy_block` alert (alerts.py) with the rule and the
+figures, cleared when the block ends. Settings: the config's [policy], the fog's API, or the city's from the cloud
 (offer_city); the newest change wins. Store changes go through the writer thread, in
 chunks, and only when there is something to change, so ingest is never held long.
 """
@@ -32,6 +33,7 @@ from ..federation import CityMean, CityPolicy, period_key
 from ..periods import Calendar
 from ..policy import Mean, PolicySettings, describe, parse_settings, lowest_threshold_ml, mean_threshold_ml, violations
 from ..store.schema import commands, consumption_daily, consumption_monthly, meters, policy_blocks, policy_settings
+from .alerts import Changes, block_message, clear_alert, publish, raise_alert
 
 log = logging.getLogger("aquafog.policy")
 
@@ -240,10 +242,12 @@ class Enforcer:
                 todo.append(v)
         for i in range(0, len(todo), CHUNK):
             part = todo[i:i + CHUNK]
-            actions.update(self.writer.call(lambda conn, part=part: self._block(conn, s, part, key, mean)))
+            changes = Changes()
+            actions.update(self.writer.call(lambda conn, part=part: self._block(conn, s, part, key, mean, changes)))
+            publish(self.writer.live, changes)
         return actions
 
-    def _block(self, conn, s: PolicySettings, part: list, key: str, mean: Mean | None):
+    def _block(self, conn, s: PolicySettings, part: list, key: str, mean: Mean | None, changes: Changes):
         b = policy_blocks.c
         ids = [v.meter for v in part]
         self.writer.acc.load(conn, ids)
@@ -278,6 +282,12 @@ class Enforcer:
                              "command_id": row["id"], "created_ms": now})
                 out[v.meter] = "blocked"
                 log.info("policy: blocked %s (%s)", v.meter, reason)
+                raise_alert(conn, v.meter, "policy_block", block_message(v.meter, reason, s.period, row["id"]), {
+                    "rule": rule, "rules": [{"rule": r, "threshold_ml": t} for r, t in v.rules], "ml": v.ml,
+                    "litres": v.ml / 1000, "threshold_ml": threshold, "period": {"kind": s.period, "key": key},
+                    "mean": {"source": mean.source, "sum_ml": mean.sum_ml, "meters": mean.meters,
+                             "factor": float(s.mean_factor)} if used_mean and mean else None,
+                    "command_id": row["id"]}, now, changes)
         if rows:
             conn.execute(policy_blocks.insert(), rows)
         return out, pubs
@@ -286,7 +296,9 @@ class Enforcer:
         with self.engine.connect() as conn:  # read-only first: most rounds have nothing to lift
             superseded, rows = self._endings(conn, keys, exempt)
         if superseded or rows:
-            self.writer.call(lambda conn: self._release_in(conn, keys, exempt))
+            changes = Changes()
+            self.writer.call(lambda conn: self._release_in(conn, keys, exempt, changes))
+            publish(self.writer.live, changes)
 
     def _endings(self, conn, keys: dict[str, str], exempt: set[str]) -> tuple[dict, list]:
         """Active blocks that end: {block id: (command id, "operator"|"meter")} of those a later
@@ -309,13 +321,17 @@ class Enforcer:
             rows += list(conn.execute(q.where(~over, meters.c.meter.in_(sorted(exempt))).limit(CHUNK)))
         return superseded, rows
 
-    def _release_in(self, conn, keys: dict[str, str], exempt: set[str]):
+    def _release_in(self, conn, keys: dict[str, str], exempt: set[str], changes: Changes):
         b = policy_blocks.c
         now = _now_ms(self.clock)
         superseded, rows = self._endings(conn, keys, exempt)
+        ids = list(superseded)
+        owners = {bid: meter for i in range(0, len(ids), 500) for bid, meter in conn.execute(
+            select(b.id, meters.c.meter).join(meters, meters.c.pk == b.meter_pk).where(b.id.in_(ids[i:i + 500])))}
         for bid, (cid, by) in superseded.items():
             conn.execute(update(policy_blocks).where(b.id == bid).values(
                 released_ms=now, released_by=by, release_command_id=cid))
+            clear_alert(conn, owners[bid], "policy_block", now, changes, released_by=by, release_command_id=cid)
         pubs = []
         if rows:
             self.writer.acc.load(conn, [r.meter for r in rows])
@@ -328,6 +344,7 @@ class Enforcer:
             pubs.extend(p)
             conn.execute(update(policy_blocks).where(b.id == r.id).values(
                 released_ms=now, released_by=by, release_command_id=cmd["id"]))
+            clear_alert(conn, r.meter, "policy_block", now, changes, released_by=by, release_command_id=cmd["id"])
             log.info("policy: %s re-opened (%s)", r.meter, why)
         return None, pubs
 

@@ -4,7 +4,9 @@ A batch keeps the last report of each meter it holds and writes them with one up
 (INSERT ... ON CONFLICT DO UPDATE), in the same transaction as the readings. The alarms
 of a meter's latest report are also kept one row per (alarm, meter) in meter_alarms,
 the index behind GET /meters?alarm=; those rows change only when the meter's alarms
-change, and each change is logged at WARNING once the batch is committed.
+change, and each change is logged at WARNING once the batch is committed. A change also
+raises or clears the meter's alarm alert (alerts.py) in the same transaction; its live
+event goes out with the log line, after the commit.
 
 Two reports of one meter in one batch: the last one counts (alarms are compared between
 what was stored before the batch and what is stored after it).
@@ -21,6 +23,7 @@ from sqlalchemy.engine import Connection
 from ..protocol import Health
 from ..store.schema import meter_alarms, meter_health
 from .accounting import MeterState
+from .alerts import Changes, alarm_raised, clear_alert, publish
 
 log = logging.getLogger("aquafog.health")
 
@@ -52,6 +55,7 @@ class HealthBatch:
     def __init__(self):
         self.latest: dict[int, tuple[MeterState, Health, int]] = {}  # meter pk -> (state, report, rx_ms)
         self.changes: list[tuple[str, tuple, tuple]] = []           # (meter, alarms before, after)
+        self.alerts = Changes()                                      # alert events, sent after the commit
 
     def add(self, st: MeterState, h: Health, rx_ms: int) -> None:
         self.latest[st.pk] = (st, h, rx_ms)
@@ -68,6 +72,12 @@ class HealthBatch:
                 down = [a for a in before if a not in after]
                 raised += [{"alarm": a, "meter": st.meter, "since_ms": rx_ms} for a in up]
                 cleared += [{"b_alarm": a, "b_meter": st.meter} for a in down]
+                for a in up:
+                    alarm_raised(conn, st.meter, a, {"alarm": a, "alarms": list(after), "boot": h.boot, "fw": h.fw,
+                                                     "uptime_s": h.uptime_s, "received_ms": rx_ms}, rx_ms, self.alerts)
+                for a in down:
+                    clear_alert(conn, st.meter, a, rx_ms, self.alerts, why="the meter's health report no longer "
+                                "lists it", alarms=list(after), received_ms=rx_ms)
                 self.changes.append((st.meter, before, after))
                 st.alarms = after
             rows.append({
@@ -92,7 +102,9 @@ class HealthBatch:
             for pk in chunk:
                 self.latest[pk][0].alarms = parse_alarms(stored.get(pk))
 
-    def log_changes(self) -> None:
+    def log_changes(self, live=None) -> None:
+        """After the commit: log the alarm changes, and send their alert events to `live`."""
+        publish(live, self.alerts)
         for meter, before, after in self.changes:
             raised = [a for a in after if a not in before]
             cleared = [a for a in before if a not in after]

@@ -7,6 +7,7 @@ Processes and threads:
           writer       decode, account, commit, PUBACK, ack meters, command ledger
           publisher    paho loop of the outgoing connection
           cloudlink    partials, directory and cloud commands (with a region), its own connection
+          alerts       offline alerts, alarm alerts brought in line at start, pruning (alerts.py)
           policy       evaluates and enforces the consumption policies (enforcer.py)
           http         waitress serving the Flask API (reads the store directly); http_threads
                        for requests plus live_max_clients for server-sent-event streams (live.py)
@@ -29,6 +30,7 @@ from ..api import create_app
 from ..config import GatewayConfig
 from ..protocol import Topics
 from ..store.engine import open_engine
+from .alerts import AlertMonitor
 from .publisher import Publisher
 from .receiver import ReceiverSettings, receiver_main
 from .cloudlink import CloudLink
@@ -60,6 +62,7 @@ class Gateway:
         self.live_hub = LiveHub(cfg.live_max_clients)
         self.writer = Writer(cfg, self.engine, self.events, self.publisher, self._ack_in, live=self.live_hub)
         self.enforcer = Enforcer(cfg, self.engine, self.writer, self.city_mean)
+        self.alert_monitor = AlertMonitor(cfg, self.engine, self.writer)
         self.cloudlink = CloudLink(cfg, self.engine, self.writer, health=self.health, api_url=self.api_url,
                                    policy=self.enforcer) if cfg.region else None
         self.app = create_app(cfg, self.engine, self)
@@ -95,6 +98,9 @@ class Gateway:
     def city_mean(self, period: str):
         """The newest city mean from the cloud (kept while the link is down), or None."""
         return None if self.cloudlink is None else self.cloudlink.city_mean.get(period)
+
+    def alerts(self) -> AlertMonitor:
+        return self.alert_monitor
 
     def policy(self) -> Enforcer:
         return self.enforcer
@@ -151,6 +157,7 @@ class Gateway:
         if self.cloudlink is not None:
             self.cloudlink.start()
         self.enforcer.start()
+        self.alert_monitor.start()
         threading.Thread(target=self._pipe_reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self.http.run, name="http", daemon=True).start()
         log.info("AquaFog gateway %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
@@ -168,6 +175,7 @@ class Gateway:
         if self.cloudlink is not None:
             self.cloudlink.stop()
         self.enforcer.stop()
+        self.alert_monitor.stop()
         self.writer.stop()           # commits what it holds and PUBACKs it
         try:
             self._ack_in.send(("stop",))

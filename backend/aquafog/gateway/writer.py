@@ -373,7 +373,7 @@ class Writer(threading.Thread):
         s.rejected += len(rejects)
         for m, rej in rejects:
             self._log_reject(m[3], rej)
-        health.log_changes()
+        health.log_changes(self.live)  # and its alerts' live events
         if superseded:  # e.g. a birth's re-delivery that a later result in this batch overrode
             publishes = [p for p in publishes if p.command_id not in superseded]
         return (batch.answered, batch.acked), publishes

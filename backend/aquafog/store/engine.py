@@ -27,6 +27,7 @@ UPGRADES: dict[int, list[str]] = {
     2: [],  # meter_health and meter_alarms are new tables
     3: [],  # policy_settings and policy_blocks are new tables
     4: [],  # users, user_meters, api_tokens, app_secrets are new tables
+    5: [],  # alerts is a new table
 }
 
 

@@ -16,7 +16,8 @@ from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer,
 
 from ..accounts import add_tables
 
-SCHEMA_VERSION = 4  # 1: the first release (user_version was left at 0); 2: meter health; 3: policies; 4: accounts
+SCHEMA_VERSION = 5  # 1: the first release (user_version was left at 0); 2: meter health; 3: policies; 4: accounts;
+#                    5: alerts
 
 metadata = MetaData()
 
@@ -195,6 +196,24 @@ policy_blocks = Table(
     UniqueConstraint("meter_pk", "period", "period_key"),
 )
 Index("policy_blocks_active", policy_blocks.c.released_ms, policy_blocks.c.meter_pk)
+
+# Alerts raised by the gateway (gateway/alerts.py): a meter's health alarms (leak, burst,
+# valve_fault), a meter offline too long, an automatic policy block. At most one active
+# (not cleared) alert per (meter, kind); cleared and acknowledged ones are pruned.
+alerts = Table(
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("meter", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),           # gateway/alerts.py KINDS
+    Column("message", Text, nullable=False),              # what happened and what to do
+    Column("raised_ms", BigInteger, nullable=False),
+    Column("cleared_ms", BigInteger),                     # null while active
+    Column("acked_ms", BigInteger),                       # null until an operator acknowledges it
+    Column("acked_by", String(64)),                       # the operator's username
+    Column("details", Text, nullable=False),              # JSON: the figures
+)
+Index("alerts_active", alerts.c.kind, alerts.c.meter, unique=True, sqlite_where=alerts.c.cleared_ms.is_(None))
+Index("alerts_by_meter", alerts.c.meter, alerts.c.id)
 
 # users, their meters, API tokens, the session key (accounts.py): the same tables as the cloud's
 ACCOUNTS = add_tables(metadata)
