@@ -84,11 +84,19 @@ def test_operator_watches_the_live_top_n_and_a_meter_and_blocks_it(rig, browser)
                      and "Unblock" in browser.text("#command-state"), "the unblock applied")
     assert not rig.fleet.meter("w01").relay_closed
 
+    # a meter that is off: a command to it stays queued, and the page says so, until it is back
+    w04 = rig.fleet.meter("w04")
+    w04.power_off()
+    browser.open(rig.base + "/meters/w04")
+    browser.wait_for_text("offline", css="#online")
+    browser.find_element(By.ID, "block").click()
+    browser.wait_for(lambda d: attr(browser, "#command-state", "data-status") == "queued", "the block queued")
+    assert "waiting for the meter to be online" in browser.text("#command-state")
+
     if alerts_served(rig):
-        # a meter offline longer than offline_alert_s (1 s here) raises an alert; the operator acknowledges it
-        rig.fleet.meter("w04").power_off()
-        rig.gateway.wait_for(lambda: rig.gateway.get("/alerts?state=open&kind=offline&meter=w04")["items"],
-                             "w04's offline alert", timeout=15)
+        # offline longer than offline_alert_s (1 s here): an alert, on the meter's page and in the list
+        browser.wait_for_text("offline since", css="#alarms", timeout=15)
+        browser.screenshot("meter-queued")
         browser.find_element(By.LINK_TEXT, "Alerts").click()
         row = 'tr[data-alert]:has(a[href$="/meters/w04"])'
         browser.wait_for_text("offline", css=row)
@@ -100,12 +108,22 @@ def test_operator_watches_the_live_top_n_and_a_meter_and_blocks_it(rig, browser)
         assert "by olga" in browser.wait_for_text("by olga", css=row)
         alert = rig.gateway.get("/alerts?kind=offline&meter=w04")["items"][0]
         assert alert["acked_by"] == "olga" and alert["acked_ms"]
-        rig.fleet.meter("w04").power_on()
+        browser.back()
     else:  # a gateway without the alerts: no link to them, and their page says so
+        browser.screenshot("meter-queued")
         assert "Alerts" not in browser.text("nav")
         browser.open(rig.base + "/alerts")
         browser.wait_for_text("not available", css="#alerts-unavailable")
         browser.screenshot("alerts")
+        browser.back()
+
+    # back on: the queued block is sent and applied; the page follows it from the ledger
+    browser.wait_for(lambda d: d.current_url.endswith("/meters/w04"), "the meter page again")
+    w04.power_on()
+    browser.wait_for(lambda d: attr(browser, "#commands tbody tr", "data-command") and
+                     "applied" in browser.text("#commands tbody tr"), "the block applied after the meter came back",
+                     timeout=15)
+    assert w04.relay_closed
 
     browser.find_element(By.LINK_TEXT, "Policy").click()
     browser.wait_for_text("Only an admin can change the policy", css="#policy-role")
@@ -173,7 +191,8 @@ def test_consumer_sees_only_their_meters_and_bill_and_is_refused_another(rig, br
 
     # a leak reported by their other meter: a warning there
     publish_health(rig, "w06", ["leak"])
-    rig.gateway.wait_for(lambda: rig.gateway.get("/meters/w06")["health"], "w06's health report")
+    rig.gateway.wait_for(lambda: "leak" in (rig.gateway.get("/meters/w06")["health"] or {}).get("alarms", ()),
+                         "w06's health report listing the leak")
     select.select_by_value("w06")
     browser.wait_for_text("w06", css="#portal-meter")
     browser.wait_for(lambda d: "meter=w06" in d.current_url, "the meter in the URL")

@@ -43,13 +43,48 @@ function showMeter(m) {
   $("#valve").textContent = valveText(m.valve);
   $("#valve").dataset.reported = (m.valve && m.valve.reported) || "";
   $("#last-seen").textContent = ago(m.last_seen_at);
-  const alarms = (m.health && m.health.alarms) || [];
-  const box = $("#alarms");
-  box.replaceChildren(...alarms.map((a) => h("p", { class: "warning" },
-    a === "leak" ? "Leak: this meter sees a constant flow." : a === "burst" ? "Burst: the meter closed its valve on a burst."
-      : a === "valve_fault" ? "Valve fault: the valve does not follow its commands." : a)));
-  box.hidden = alarms.length === 0;
+  renderAlarms();
   if (m.region) $("#meter-id").textContent = `${id} (${m.region})`;
+}
+
+// --- alarms and alerts -------------------------------------------------------------------------
+const ALARM_TEXT = {
+  leak: "Leak: this meter sees a constant flow.",
+  burst: "Burst: the meter closed its valve on a burst.",
+  valve_fault: "Valve fault: the valve does not follow its commands.",
+};
+const alerts = new Map();  // active alerts of this meter, by id
+
+function renderAlarms() {
+  const active = [...alerts.values()].sort((a, b) => b.raised_ms - a.raised_ms);
+  const kinds = new Set(active.map((a) => a.kind));
+  const health = ((meter && meter.health && meter.health.alarms) || []).filter((a) => !kinds.has(a));
+  const box = $("#alarms");
+  box.replaceChildren(
+    ...health.map((a) => h("p", { class: "warning", "data-alarm": a }, ALARM_TEXT[a] || a)),
+    ...active.map((a) => h("p", { class: "warning", "data-alert": a.id },
+      h("strong", {}, a.kind.replace("_", " ")), ` since ${when(a.raised_ms)}: ${a.message}`,
+      a.acked_ms ? ` (acknowledged by ${a.acked_by})`
+        : isOperator ? h("button", { type: "button", class: "small", onclick: () => acknowledge(a) }, "Acknowledge") : "")));
+  box.hidden = box.childElementCount === 0;
+}
+
+async function loadAlerts() {
+  if (!has("alerts")) return;
+  const body = await api(`/alerts?state=active&meter=${enc}&limit=20`);
+  alerts.clear();
+  for (const a of body.items) alerts.set(a.id, a);
+  renderAlarms();
+}
+
+function onAlert(a) {
+  if (a.cleared_ms) alerts.delete(a.id); else alerts.set(a.id, a);
+  renderAlarms();
+}
+
+async function acknowledge(a) {
+  try { onAlert(await api(`/alerts/${encodeURIComponent(a.id)}/ack`, { method: "POST", body: {} })); }
+  catch (err) { show("#meter-error", explain(err)); }
 }
 
 async function loadMeter() {
@@ -98,7 +133,7 @@ function refreshSoon() {  // consumption today and this month: from the detail, 
   if (refreshTimer) return;
   refreshTimer = setTimeout(async () => {
     refreshTimer = null;
-    try { await loadMeter(); } catch { /* the next one */ }
+    try { await guarded(loadMeter); } catch { /* the next one */ }
   }, 3000);
 }
 
@@ -135,8 +170,13 @@ function describe(c) {
   return `${what}: ${meaning}${c.error ? ` (${c.error})` : ""}`;
 }
 
+// a command's status only moves forward: an answer read before an event never undoes it
+const RANK = { routed: 0, queued: 0, sent: 1, applied: 2, failed: 2, expired: 2, rejected: 2 };
+
 function onCommand(c) {
-  commands.set(c.id, { ...(commands.get(c.id) || {}), ...c });
+  const known = commands.get(c.id);
+  if (known && (RANK[c.status] ?? 0) < (RANK[known.status] ?? 0)) return;
+  commands.set(c.id, { ...(known || {}), ...c });
   renderCommands();
   if (tracked && c.id === tracked.id) {
     tracked = { ...tracked, ...c };
@@ -160,6 +200,8 @@ async function sendValve(state) {
   buttons.forEach((b) => { b.disabled = true; });
   const el = $("#command-state");
   el.className = "command";
+  delete el.dataset.status;  // nothing is known of the new command until the gateway answers
+  tracked = null;
   el.textContent = state === "closed" ? "Blocking…" : "Unblocking…";
   try {
     const user = boot.user.username;
@@ -184,6 +226,7 @@ async function sendValve(state) {
 // --- live or polling ---------------------------------------------------------------------------
 let liveUp = false;
 let polling = null;
+let rounds = 0;
 
 function startPolling(label) {
   if (polling) return;
@@ -200,32 +243,56 @@ function startPolling(label) {
       $("#points").textContent = `${register.points.length} readings in the last hour`;
     }
     await loadMeter();
+    if (++rounds % 5 === 0) await loadAlerts();
   }, POLL_MS);
 }
 
 async function resync() {  // after `missed`: what the events would have told us
   await Promise.all([loadMeter(), loadHistory(Math.floor((Date.now() - WINDOW_MS) / 1000)),
-    has("commands") ? loadCommands() : null]);
+    has("commands") ? loadCommands() : null, loadAlerts()]);
 }
 
+// Events that arrive while a JSON answer is on its way wait for it, then apply on top (each by
+// its key), so an answer read before a change never hides the change's event.
+let inflight = 0;
+const held = [];
+
+function later(fn) {
+  return (data) => { if (inflight) held.push(() => fn(data)); else fn(data); };
+}
+
+async function guarded(work) {
+  inflight++;
+  try { return await work(); } finally {
+    if (--inflight === 0) for (const f of held.splice(0)) f();
+  }
+}
+
+/** Subscribe; resolves once the stream is open (the gateway sends what changes from now on),
+ * has failed (polling instead), or after 3 s. */
 function startLive() {
   const src = $("#live-source");
+  let opened;
+  const ready = new Promise((resolve) => { opened = resolve; setTimeout(resolve, 3000); });
   stream(`/meters/${enc}/live`, {
-    reading: onReading,
-    command: onCommand,
-    status: (s) => { badge(s.online); if (meter) meter.online = s.online; },
-    missed: () => { resync().catch((err) => show("#meter-error", explain(err))); },
+    reading: later(onReading),
+    command: later(onCommand),
+    alert: later(onAlert),
+    status: later((st) => { badge(st.online); if (meter) meter.online = st.online; }),
+    missed: () => { guarded(resync).catch((err) => show("#meter-error", explain(err))); },
   }, (state) => {
     liveUp = state === "live";
     if (state === "live") { src.textContent = "live (server-sent events)"; src.dataset.mode = "live"; }
     else if (state === "reconnecting") { src.textContent = "live · reconnecting…"; src.dataset.mode = "reconnecting"; }
     else if (state === "failed") startPolling(`polling every ${POLL_MS / 1000} s (live stream refused)`);
+    if (state !== "reconnecting") opened();
   });
+  return ready;
 }
 
 async function main() {
   try {
-    await loadMeter();
+    await loadMeter();  // may this user see it? (403 for another consumer's meter)
   } catch (err) {
     const box = show("#meter-error", err.status === 403 ? `Refused: ${err.message}. You can only see your own meters.`
       : err.status === 404 ? `No such meter: ${err.message}` : explain(err));
@@ -241,15 +308,20 @@ async function main() {
     $("#block").addEventListener("click", () => sendValve("closed"));
     $("#unblock").addEventListener("click", () => sendValve("open"));
   }
+  // subscribe first, then read: a change between the two is in the stream
+  if (has("meter_live")) await startLive();
   try {
-    await Promise.all([loadHistory(Math.floor((Date.now() - WINDOW_MS) / 1000)),
-      has("commands") ? loadCommands() : null]);
+    await guarded(resync);
   } catch (err) {
     show("#meter-error", explain(err));
   }
-  if (has("meter_live")) startLive();
-  else startPolling(atCloud ? `via the meter's fog · polling every ${POLL_MS / 1000} s` : `polling every ${POLL_MS / 1000} s`);
-  setInterval(() => { flow.draw(); register.draw(); if (meter) $("#last-seen").textContent = ago(latest ? latest.received_at || latest.ts : meter.last_seen_at); }, 5000);
+  if (!has("meter_live")) {
+    startPolling(atCloud ? `via the meter's fog · polling every ${POLL_MS / 1000} s` : `polling every ${POLL_MS / 1000} s`);
+  }
+  setInterval(() => {
+    flow.draw(); register.draw();
+    if (meter) $("#last-seen").textContent = ago(latest ? latest.received_at || latest.ts : meter.last_seen_at);
+  }, 5000);
 }
 
 main();
