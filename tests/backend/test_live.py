@@ -209,7 +209,7 @@ def msg(mid, topic, payload):
 def test_a_watched_meters_new_reading_is_announced_when_it_joins_a_batch_before_the_commit(rig):
     w, hub, events = rig  # batches wait 10 s here
     sub, other = hub.subscribe("m1"), hub.subscribe("m2")
-    events.put(("msgs", [msg(1, "aquafog/m1/tele/reading", reading(0, 1000)),
+    w.deliver(("msgs", [msg(1, "aquafog/m1/tele/reading", reading(0, 1000)),
                          msg(2, "aquafog/m2/tele/reading", reading(0, 5)),
                          msg(3, "aquafog/m3/tele/reading", reading(0, 5))]))
     [ev] = next_events(sub, 1)
@@ -221,7 +221,7 @@ def test_a_watched_meters_new_reading_is_announced_when_it_joins_a_batch_before_
     assert [e["data"]["meter"] for e in next_events(other, 1)] == ["m2"]
     # what is not clearly new is not announced on arrival: a duplicate, a backwards register,
     # bad input; the next good one is
-    events.put(("msgs", [msg(4, "aquafog/m1/tele/reading", reading(0, 1000)),
+    w.deliver(("msgs", [msg(4, "aquafog/m1/tele/reading", reading(0, 1000)),
                          msg(5, "aquafog/m1/tele/reading", reading(1, 900)),
                          msg(6, "aquafog/m1/tele/reading", b"{not json"),
                          msg(7, "aquafog/m1/tele/reading", reading(2, 2000))]))
@@ -232,10 +232,10 @@ def test_a_watched_meters_new_reading_is_announced_when_it_joins_a_batch_before_
 def test_a_late_reading_is_announced_once_stored_and_a_duplicate_never(make_rig):
     w, hub, events = make_rig(batch_max_delay_ms=20)
     sub = hub.subscribe("m1")
-    events.put(("msgs", [msg(1, "aquafog/m1/tele/reading", reading(0, 1000)),
+    w.deliver(("msgs", [msg(1, "aquafog/m1/tele/reading", reading(0, 1000)),
                          msg(2, "aquafog/m1/tele/reading", reading(5, 3000))]))
     assert [e["data"]["seq"] for e in next_events(sub, 2)] == [0, 5]
-    events.put(("msgs", [msg(3, "aquafog/m1/tele/reading", reading(0, 1000)),   # a duplicate
+    w.deliver(("msgs", [msg(3, "aquafog/m1/tele/reading", reading(0, 1000)),   # a duplicate
                          msg(4, "aquafog/m1/tele/reading", reading(3, 2000))]))  # late
     [ev] = next_events(sub, 1)
     assert (ev["data"]["seq"], ev["data"]["late"], ev["data"]["persisted"]) == (3, True, True)
@@ -248,7 +248,7 @@ def test_availability_and_every_ledger_change_of_a_viewed_meter_are_announced_on
     sub = hub.subscribe("m1")
     now_ms = int(time.time() * 1000)
     birth = b'{"v":1,"online":true,"boot":"aaaaaaaa","fw":"0.2.0","valve":"open"}'
-    events.put(("msgs", [(1, 1, 1, "aquafog/m1/status", birth, now_ms)]))
+    w.deliver(("msgs", [(1, 1, 1, "aquafog/m1/status", birth, now_ms)]))
     [ev] = next_events(sub, 1)
     assert ev["event"] == "status"
     assert (ev["data"]["online"], ev["data"]["boot"], ev["data"]["fw"]) == (True, "aaaaaaaa", "0.2.0")
@@ -261,11 +261,11 @@ def test_availability_and_every_ledger_change_of_a_viewed_meter_are_announced_on
     assert sorted((e["data"]["id"], e["data"]["status"]) for e in evs) == \
         [("op-1", "failed"), ("op-2", "queued"), ("op-2", "sent")]
     result = b'{"v":1,"id":"op-2","state":"open","ok":true}'
-    events.put(("msgs", [(1, 3, 1, "aquafog/m1/stat/valve", result, now_ms)]))
+    w.deliver(("msgs", [(1, 3, 1, "aquafog/m1/stat/valve", result, now_ms)]))
     [ev] = next_events(sub, 1)
     assert (ev["data"]["id"], ev["data"]["status"]) == ("op-2", "applied")
     will = b'{"v":1,"online":false,"boot":"aaaaaaaa"}'
-    events.put(("msgs", [(1, 4, 1, "aquafog/m1/status", b'{"v":1,"online":false,"boot":"00000000"}', now_ms),
+    w.deliver(("msgs", [(1, 4, 1, "aquafog/m1/status", b'{"v":1,"online":false,"boot":"00000000"}', now_ms),
                          (1, 5, 1, "aquafog/m1/status", will, now_ms)]))
     evs = next_events(sub, 1)  # a stale will (another boot) changes nothing and is no event
     assert [(e["event"], e["data"]["online"]) for e in evs] == [("status", False)]

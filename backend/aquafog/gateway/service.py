@@ -145,7 +145,7 @@ class Gateway:
     def _pipe_reader(self) -> None:
         try:
             while True:
-                self.events.put(self._rx_out.recv())
+                self.writer.deliver(self._rx_out.recv())
         except (EOFError, OSError):
             if not self.done.is_set():
                 self.events.put(("rx", "dead"))

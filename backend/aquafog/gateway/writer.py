@@ -120,6 +120,15 @@ class Writer(threading.Thread):
             return (row, created), pubs
         return self.call(fn)
 
+    def deliver(self, item) -> None:
+        """Queue an item from the receiver for the writer. The new readings of watched meters
+        among its messages are announced first (live.py), on the caller's thread: the writer
+        takes messages only between commits, and a large commit would hold them back (make bench,
+        live, 3000 readings/s of 3000 meters: p99 31-159 ms this way, 141-590 ms from the writer)."""
+        if item[0] == "msgs" and self.live is not None and self.live.watching:
+            self._announce_arrivals(item[1])
+        self.events.put(item)
+
     def stop(self, timeout: float = 10.0) -> None:
         self.events.put(("stop",))
         self.stopped.wait(timeout)
@@ -154,8 +163,6 @@ class Writer(threading.Thread):
                         if any(m[3].endswith(URGENT_SUFFIX) for m in item[1]):
                             # an operator is waiting for this valve's answer: commit soon
                             deadline = min(deadline, time.monotonic() + URGENT_DELAY_S)
-                        if self.live is not None and self.live.watching:
-                            self._live_received(item[1])
                     elif kind == "stop":
                         if batch:
                             self._commit(batch)
@@ -513,12 +520,15 @@ class Writer(threading.Thread):
         if consumption_changed:
             live.consumption_changed()
 
-    def _live_received(self, msgs: list) -> None:
-        """A watched meter's new reading is announced as soon as it joins a batch, before the
-        commit (issue 5 measured: p99 9 ms this way, 56-150 ms committing such readings at once,
-        257 ms after the usual batch delay). Until the commit the broker still holds it, so a
-        crash loses nothing: it is delivered again. What is not clearly new (a duplicate, a late
-        or a backwards reading) waits for the commit, which announces a late one."""
+    def _announce_arrivals(self, msgs: list) -> None:
+        """A watched meter's new reading is announced on arrival, before its batch is committed
+        (make bench, live: p99 6-16 ms this way, 56-150 ms committing such readings at once, 257 ms
+        after the usual batch delay). Until the commit the broker still holds it, so a crash
+        loses nothing: it is delivered again. What is not clearly new (a duplicate, a late or a
+        backwards reading) waits for the commit, which announces a late one.
+        Runs on deliver()'s thread (one: the pipe reader) and reads the writer's per-meter
+        state without a lock: single dict lookups and a head tuple replaced whole; a stale view
+        can only let a duplicate through, which clients drop by (boot, seq)."""
         live, cut, now = self.live, len(self.topics.root) + 1, None
         for m in msgs:
             topic = m[3]
