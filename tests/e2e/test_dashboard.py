@@ -120,9 +120,10 @@ def test_operator_watches_the_live_top_n_and_a_meter_and_blocks_it(rig, browser)
     # back on: the queued block is sent and applied; the page follows it from the ledger
     browser.wait_for(lambda d: d.current_url.endswith("/meters/w04"), "the meter page again")
     w04.power_on()
-    browser.wait_for(lambda d: attr(browser, "#commands tbody tr", "data-command") and
-                     "applied" in browser.text("#commands tbody tr"), "the block applied after the meter came back",
-                     timeout=15)
+    # (read in one script: the table is redrawn as events arrive)
+    newest = "const r = document.querySelector('#commands tbody tr'); return r ? r.textContent : ''"
+    browser.wait_for(lambda d: "closed" in js(browser, newest) and "applied" in js(browser, newest),
+                     "the block applied after the meter came back", timeout=15)
     assert w04.relay_closed
 
     browser.find_element(By.LINK_TEXT, "Policy").click()
