@@ -35,11 +35,11 @@ function row(a) {
     : isOperator ? h("button", { type: "button", class: "small", "data-ack": a.id, onclick: () => acknowledge(a) }, "Acknowledge") : "–";
   return h("tr", { "data-alert": a.id, class: a.cleared_ms ? "cleared" : "active" },
     h("td", {}, h("span", { class: `kind ${a.kind}` }, a.kind.replace("_", " "))),
-    h("td", {}, a.meter ? h("a", { href: meterUrl(a.meter) }, a.meter) : "–"),
-    h("td", {}, a.message || ""),
-    h("td", {}, when(a.raised_ms)),
-    h("td", {}, a.cleared_ms ? when(a.cleared_ms) : h("strong", {}, "active")),
-    h("td", {}, ack));
+    h("td", { "data-label": "Meter" }, a.meter ? h("a", { href: meterUrl(a.meter) }, a.meter) : "–"),
+    h("td", { class: "wrap" }, a.message || ""),
+    h("td", { "data-label": "Raised" }, when(a.raised_ms)),
+    h("td", { "data-label": "Cleared" }, a.cleared_ms ? when(a.cleared_ms) : h("strong", {}, "active")),
+    h("td", { "data-label": "Acknowledged" }, ack));
 }
 
 function render() {

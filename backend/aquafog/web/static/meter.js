@@ -148,11 +148,11 @@ function renderCommands() {
     .sort((a, b) => (Date.parse(commandTime(b)) || 0) - (Date.parse(commandTime(a)) || 0))
     .slice(0, 20)
     .map((c) => h("tr", { "data-command": c.id },
-      h("td", {}, h("code", {}, c.id)),
-      h("td", {}, c.state),
-      h("td", {}, h("span", { class: `status ${c.status}` }, c.status), c.error ? ` ${c.error}` : ""),
-      h("td", {}, c.origin || (c.region ? `cloud → ${c.region}` : "")),
-      h("td", {}, when(commandTime(c)))));
+      h("td", { "data-label": "Command" }, h("code", {}, c.id)),
+      h("td", { "data-label": "State" }, c.state),
+      h("td", { "data-label": "Status", class: "wrap" }, h("span", { class: `status ${c.status}` }, c.status), c.error ? ` ${c.error}` : ""),
+      h("td", { "data-label": "Origin" }, c.origin || (c.region ? `cloud → ${c.region}` : "")),
+      h("td", { "data-label": "When" }, when(commandTime(c)))));
   $("#commands tbody").replaceChildren(...rows);
 }
 
