@@ -41,22 +41,12 @@ from aquafog.broker import LocalBroker
 from aquafog.cloud.local import LocalCloud
 from aquafog.config import GatewayConfig
 from aquafog.gateway.local import LocalGateway
+from figures import log, pct, stats
 
 GOAL_MS = 2000.0
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
-
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
-def _stats(xs: list[float]) -> dict:
-    return {"p50_ms": round(_pct(xs, 50), 1), "p99_ms": round(_pct(xs, 99), 1), "max_ms": round(max(xs), 1),
-            "mean_ms": round(sum(xs) / len(xs), 1)}
 
 
 def _get(conn: http.client.HTTPConnection, path: str) -> dict:
@@ -176,8 +166,8 @@ def tick_cost(fog: Fog, count: int = 30) -> dict:
                 t0 = time.perf_counter()
                 compute(conn, cfg, link.calendar, time.time(), i)
                 computes.append((time.perf_counter() - t0) * 1000)
-        return {"tick_p50_ms": round(_pct(ticks, 50), 1), "tick_max_ms": round(max(ticks), 1),
-                "compute_p50_ms": round(_pct(computes, 50), 1), "compute_max_ms": round(max(computes), 1),
+        return {"tick_p50_ms": round(pct(ticks, 50), 1), "tick_max_ms": round(max(ticks), 1),
+                "compute_p50_ms": round(pct(computes, 50), 1), "compute_max_ms": round(max(computes), 1),
                 "top_k": cfg.summary_top_k}
     finally:
         engine.dispose()
@@ -213,7 +203,7 @@ def measure(workdir: Path, populate, fogs: int = 2, meters: int = 100_000, sampl
             f"the cloud has every fog's partials")
 
         bridge = _bridge_probe(fog_list, broker.port, probes)
-        log(f"  bridge fog->cloud broker: p50 {_pct(bridge, 50):.2f} ms  p99 {_pct(bridge, 99):.2f} ms")
+        log(f"  bridge fog->cloud broker: p50 {pct(bridge, 50):.2f} ms  p99 {pct(bridge, 99):.2f} ms")
 
         city, local = [], []
         dropped = 0
@@ -251,7 +241,7 @@ def measure(workdir: Path, populate, fogs: int = 2, meters: int = 100_000, sampl
         if any(rejected.values()):
             log(f"  WARNING: rejections during the run: {rejected}")
         cost = tick_cost(fog_list[0])
-        cs, ls, bs = _stats(city), _stats(local), _stats(bridge)
+        cs, ls, bs = stats(city), stats(local), stats(bridge)
         r = {
             "fogs": fogs, "meters_per_fog": meters, "samples": len(city), "dropped_at_midnight": dropped,
             "summary_interval_ms": interval_ms, "batch_max_delay_ms": GatewayConfig.batch_max_delay_ms

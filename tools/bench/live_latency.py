@@ -32,22 +32,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from figures import log, stats
+
 GOAL_MS = 200.0
 TARGET = "live0000"
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
-
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
-def _stats(xs: list[float]) -> dict:
-    return {"p50_ms": round(_pct(xs, 50), 1), "p99_ms": round(_pct(xs, 99), 1), "max_ms": round(max(xs), 1),
-            "mean_ms": round(sum(xs) / len(xs), 1)}
 
 
 def reading(seq: int, ml: int, ts: int) -> bytes:
@@ -190,7 +181,7 @@ def measure(workdir: Path, samples: int = 300, meters: int = 300, rate: float = 
             raise RuntimeError(f"no samples: {len(sse)} events, {len(mref)} reference deliveries")
         r = {"samples": samples, "background_meters": meters, "background_rate": rate,
              "background_accepted_per_s": round(load_rate), "lost": lost, "missed_notices": stream.other,
-             "sse": _stats(sse), "mqtt_ref": _stats(mref), "goal_p99_ms": GOAL_MS,
+             "sse": stats(sse), "mqtt_ref": stats(mref), "goal_p99_ms": GOAL_MS,
              "reading_events_at": "arrival"}
         r["p99_ratio_vs_ref"] = round(r["sse"]["p99_ms"] / r["mqtt_ref"]["p99_ms"], 2)
         r["p99_ratio_vs_goal"] = round(r["sse"]["p99_ms"] / GOAL_MS, 2)

@@ -59,15 +59,13 @@ from aquafog.gateway.local import LocalGateway  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 import city_latency  # noqa: E402
+from figures import log, pct  # noqa: E402
 import heap  # noqa: E402
 import live_latency  # noqa: E402
 
 PY = sys.executable
 TOPIC = "aquafog/+/tele/reading"
 
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # ------------------------------------------------------------------ gateway process
@@ -139,15 +137,15 @@ def bench_city(workdir: Path, fogs: int, meters_per_fog: int, k: int, count: int
         accepted0 = cloud.accepted
         threading.Thread(target=churn, daemon=True).start()
         results = {"fogs": fogs, "meters": fogs * meters_per_fog, "k": k, "requests_each": count,
-                   "health_p99_ms": round(_pct(floor, 99), 3), "goal_p99_ms": 10.0, "cases": {}}
+                   "health_p99_ms": round(pct(floor, 99), 3), "goal_p99_ms": 10.0, "cases": {}}
         for n in (10, 100, 1000):
             path = f"/api/v1/city/ranking?n={n}"
             lat = _latencies(conn, path, count)
-            p99 = _pct(lat, 99)
-            results["cases"][path] = {"p50_ms": round(_pct(lat, 50), 3), "p99_ms": round(p99, 3),
-                                      "p99_ratio_vs_health": round(p99 / _pct(floor, 99), 2)}
-            log(f"  {path:34s} p50 {_pct(lat, 50):6.2f} ms  p99 {p99:6.2f} ms  "
-                f"(health p99 {_pct(floor, 99):.2f} ms, ratio {p99 / _pct(floor, 99):.2f})")
+            p99 = pct(lat, 99)
+            results["cases"][path] = {"p50_ms": round(pct(lat, 50), 3), "p99_ms": round(p99, 3),
+                                      "p99_ratio_vs_health": round(p99 / pct(floor, 99), 2)}
+            log(f"  {path:34s} p50 {pct(lat, 50):6.2f} ms  p99 {p99:6.2f} ms  "
+                f"(health p99 {pct(floor, 99):.2f} ms, ratio {p99 / pct(floor, 99):.2f})")
         results["partials_during_run"] = cloud.accepted - accepted0
         return results
     finally:
@@ -297,10 +295,6 @@ def _latencies(conn: http.client.HTTPConnection, path: str, count: int) -> list[
     return out
 
 
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
 
 def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
     broker = LocalBroker(workdir / "broker-rank").start()
@@ -313,17 +307,17 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
         _latencies(conn, "/api/v1/ranking?n=10", 200)  # warm up caches
         floor = _latencies(conn, "/api/v1/health", count)
         results = {"meters": meters, "requests_each": count, "fill_seconds": round(fill_s, 1),
-                   "health_p50_ms": round(_pct(floor, 50), 3), "health_p99_ms": round(_pct(floor, 99), 3),
+                   "health_p50_ms": round(pct(floor, 50), 3), "health_p99_ms": round(pct(floor, 99), 3),
                    "goal_p99_ms": 10.0, "cases": {}}
         for path in ("/api/v1/ranking?n=10&period=today", "/api/v1/ranking?n=100&period=month",
                      "/api/v1/ranking?n=1000&period=today"):
             lat = _latencies(conn, path, count)
-            p99 = _pct(lat, 99)
-            results["cases"][path] = {"p50_ms": round(_pct(lat, 50), 3), "p99_ms": round(p99, 3),
+            p99 = pct(lat, 99)
+            results["cases"][path] = {"p50_ms": round(pct(lat, 50), 3), "p99_ms": round(p99, 3),
                                       "mean_ms": round(statistics.fmean(lat), 3),
-                                      "p99_ratio_vs_health": round(p99 / _pct(floor, 99), 2)}
-            log(f"  {path:40s} p50 {_pct(lat, 50):6.2f} ms  p99 {p99:6.2f} ms  "
-                f"(health p99 {_pct(floor, 99):.2f} ms, ratio {p99 / _pct(floor, 99):.2f})")
+                                      "p99_ratio_vs_health": round(p99 / pct(floor, 99), 2)}
+            log(f"  {path:40s} p50 {pct(lat, 50):6.2f} ms  p99 {p99:6.2f} ms  "
+                f"(health p99 {pct(floor, 99):.2f} ms, ratio {p99 / pct(floor, 99):.2f})")
         gw.stop()
         return results
     finally:
