@@ -224,9 +224,13 @@ class AquaFogFlaskPlugin(FlaskPlugin):
         return r
 
 
+STATIC_FILES = ("static", "web.static")  # files, not operations
+
+
 def api_rules(app: Flask) -> list[Rule]:
-    """The app's URL rules under /api/v1, by path."""
-    return sorted((r for r in app.url_map.iter_rules() if r.rule.startswith(PREFIX + "/")),
+    """Every URL rule of the app but its static files, by path: the API under /api/v1 and
+    the web UI's pages."""
+    return sorted((r for r in app.url_map.iter_rules() if r.endpoint not in STATIC_FILES),
                   key=lambda r: (r.rule, r.endpoint))
 
 

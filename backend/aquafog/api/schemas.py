@@ -222,6 +222,10 @@ def _error(description: str) -> dict:
 
 
 RESPONSES = {
+    "Page": {"description": "a page of the web UI (README 'Web UI'): HTML whose script reads the API",
+             "content": {"text/html": {"schema": {"type": "string"}}}},
+    "ToLogin": {"description": "no session: to /login?next=<this page>; a consumer asking for an operator's page: "
+                               "to /portal", "headers": {"Location": {"schema": {"type": "string"}}}},
     "BadRequest": _error("a parameter or the body is wrong: `field` names it"),
     "Unauthorized": _error("not logged in: log in, or send Authorization: Bearer <token>"),
     "Forbidden": _error("logged in, but the role (or, for a consumer, the meter) does not allow it"),

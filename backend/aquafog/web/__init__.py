@@ -135,12 +135,28 @@ def _require(operator: bool = False):
 
 @bp.get("/")
 def dashboard():
+    """The operator's dashboard: the top-N table (live at a fog), alerts.
+    ---
+    get:
+      tags: [web]
+      responses:
+        200: Page
+        302: ToLogin
+    """
     user, away = _require(operator=True)
     return away or _page("dashboard.html", "dashboard", user)
 
 
 @bp.get("/login")
 def login():
+    """The login page (a session goes on to `next`, or its home page).
+    ---
+    get:
+      tags: [web]
+      responses:
+        200: Page
+        302: {description: a session is sent on to `next` or its home page}
+    """
     user = _user()
     target = _safe_next(request.args.get("next"))
     if user is not None:
@@ -150,6 +166,16 @@ def login():
 
 @bp.get("/meters/<meter_id>")
 def meter(meter_id: str):
+    """A meter's page: live flow and register charts, block and unblock, commands, alerts.
+    ---
+    get:
+      tags: [web]
+      parameters:
+      - {name: meter_id, in: path, required: true, schema: {type: string}}
+      responses:
+        200: Page
+        302: ToLogin
+    """
     user, away = _require()
     if away:
         return away
@@ -160,24 +186,55 @@ def meter(meter_id: str):
 
 @bp.get("/alerts")
 def alerts():
+    """The alerts list, with acknowledge.
+    ---
+    get:
+      tags: [web]
+      responses:
+        200: Page
+        302: ToLogin
+    """
     user, away = _require(operator=True)
     return away or _page("alerts.html", "alerts", user)
 
 
 @bp.get("/policy")
 def policy():
+    """The consumption policy: settings (admins change them) and the latest evaluation.
+    ---
+    get:
+      tags: [web]
+      responses:
+        200: Page
+        302: ToLogin
+    """
     user, away = _require(operator=True)
     return away or _page("policy.html", "policy", user)
 
 
 @bp.get("/portal")
 def portal():
+    """The consumer's portal: own consumption by hour, day and month, the bill, leak warnings.
+    ---
+    get:
+      tags: [web]
+      responses:
+        200: Page
+        302: ToLogin
+    """
     user, away = _require()
     return away or _page("portal.html", "portal", user)
 
 
 @bp.get("/favicon.ico")
 def favicon():
+    """The site icon.
+    ---
+    get:
+      tags: [web]
+      responses:
+        200: {description: an SVG icon, content: {image/svg+xml: {schema: {type: string}}}}
+    """
     return send_from_directory(bp.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400)
 
 
