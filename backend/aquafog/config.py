@@ -249,6 +249,8 @@ class CloudConfig(_Loadable):
     command_ttl_s: int = 24 * 3600
     # meter detail at the fogs: a token per region from `aquafog token add` at that fog
     fog_tokens: dict = field(default_factory=dict)
+    # live meter views relayed from the fogs at once (each holds a server thread)
+    live_max_clients: int = 16
     # web sessions (api/access.py)
     session_hours: int = 12
     cookie_secure: bool = False
@@ -258,7 +260,7 @@ class CloudConfig(_Loadable):
         errors: list[str] = []
         for name, lo, hi in (("mqtt_port", 1, 65535), ("http_port", 0, 65535), ("http_threads", 1, 256),
                              ("session_expiry_s", 60, 2**32 - 1), ("command_ttl_s", 1, 30 * 86_400),
-                             ("session_hours", 1, 24 * 90)):
+                             ("session_hours", 1, 24 * 90), ("live_max_clients", 0, 256)):
             self._between(errors, name, lo, hi)
         if not re.match(r"(sqlite|postgresql(\+psycopg)?)://", self.db_url):
             errors.append(f"db_url: must be sqlite:///<file> or postgresql+psycopg://user@host:port/db, "

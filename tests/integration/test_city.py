@@ -25,7 +25,8 @@ from pg import pg_url, postgres_server  # noqa: F401  (fixtures)
 from .gatewayproc import GatewayProcess
 from authz import cloud_token
 
-from .httpjson import authorize, forget, get, post, put, wait_for
+from .httpjson import TOKENS, authorize, forget, get, post, put, wait_for
+from .sse import SSE
 
 pytestmark = pytest.mark.integration
 
@@ -203,12 +204,19 @@ def test_a_block_at_the_cloud_reaches_the_meter_in_its_fog_and_is_confirmed_appl
         fogs_list = {f["region"]: f for f in get(f"{api}/fogs")[1]["items"]}
         assert fogs_list["south"]["meters"] == ACTIVE + SILENT + 2 and fogs_list["south"]["status"] == "ok"
 
+        # the meter's live events, relayed by the cloud from the south fog's stream
+        live = SSE(f"{api}/meters/semu01/live", headers={"Authorization": f"Bearer {TOKENS[api[:api.index('/api')] + '/']}"})
+        assert live.status == 200 and live.headers["Content-Type"].startswith("text/event-stream")
         status, body = post(f"{api}/meters/semu01/valve", {"state": "closed", "command_id": "city-block-1",
                                                             "reason": "above the city mean"})
         assert status == 202 and body["command"]["region"] == "south" and body["command"]["status"] == "routed"
         final = wait_for(lambda: (c := get(f"{api}/commands/city-block-1")[1]["command"])["status"] == "applied"
                          and c, "the meter to confirm the block")
         assert final["error"] is None
+        ev = live.wait(lambda e: e["event"] == "command" and e["data"]["id"] == "city-block-1"
+                       and e["data"]["status"] == "applied", "the applied block on the cloud's live relay")
+        assert ev["id"] and ev["data"]["meter"] == "semu01"
+        live.close()
         meter = fleet.meter("semu01")
         assert meter.relay_closed and meter.valve == "closed"
         assert not fleet.meter("semu02").relay_closed
@@ -231,6 +239,8 @@ def test_a_block_at_the_cloud_reaches_the_meter_in_its_fog_and_is_confirmed_appl
         north = next(f for f in fogs if f.region == "north")
         north.gateway.stop()
         status, body = get(f"{api}/meters/n0003")
+        assert status == 502 and "fog 'north'" in body["error"]["message"]
+        status, body = get(f"{api}/meters/n0003/live")
         assert status == 502 and "fog 'north'" in body["error"]["message"]
         assert get(f"{api}/meters/zz9999")[0] == 404
     finally:

@@ -52,7 +52,7 @@ ACCESS: dict[str, str] = {
     "health": PUBLIC, "city_ranking": OPERATOR, "city_mean": USER, "fogs": OPERATOR,
     "get_policy": OPERATOR, "put_policy": ADMIN,
     "meter": OWN_METER, "meter_readings": OWN_METER, "meter_commands": OWN_METER, "valve": OPERATOR,
-    "meter_usage": OWN_METER, "meter_bill": OWN_METER,
+    "meter_usage": OWN_METER, "meter_bill": OWN_METER, "meter_live": OWN_METER,
     "command": OPERATOR,
     # the web UI (web/), both apps: the pages are public shells (no session: to /login); the data
     # behind them is the API's, with the rules above

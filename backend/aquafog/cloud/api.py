@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from flask import Flask, jsonify, request
@@ -164,17 +165,22 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
         p, sent = cloud.set_policy(policy_request())
         return jsonify({"settings": p.settings.to_json(), "updated_ms": p.ts_ms, "sent": sent})
 
+    def owning_fog(meter_id: str) -> tuple[str, str, str]:
+        """(region, api_url, token) of the fog that owns this meter, or RoutingError."""
+        if not METER_ID_RE.fullmatch(meter_id):
+            raise RoutingError(404, "not_found", f"meter {meter_id[:40]!r} is in no fog's directory")
+        region, api_url = cloud.owner(meter_id)
+        token = cfg.fog_tokens.get(region)
+        if token is None:
+            raise RoutingError(503, "unavailable", f"meter {meter_id!r} is at fog {region!r}, and this cloud has "
+                                                   f"no token for its API: set fog_tokens.{region} in the cloud "
+                                                   "config to a token made with `aquafog token add` at that fog")
+        return region, api_url, token
+
     def forwarded(meter_id: str, sub: str = ""):
         """The owning fog's answer for this meter (its status and body), with where it came from."""
-        if not METER_ID_RE.fullmatch(meter_id):
-            raise not_found(f"meter {meter_id[:40]!r} is in no fog's directory")
         try:
-            region, api_url = cloud.owner(meter_id)
-            token = cfg.fog_tokens.get(region)
-            if token is None:
-                raise RoutingError(503, "unavailable", f"meter {meter_id!r} is at fog {region!r}, and this cloud has "
-                                                       f"no token for its API: set fog_tokens.{region} in the cloud "
-                                                       "config to a token made with `aquafog token add` at that fog")
+            region, api_url, token = owning_fog(meter_id)
             status, body = proxy.fetch(api_url, region, f"meters/{meter_id}{sub}", request.query_string.decode(),
                                        token)
         except RoutingError as e:
@@ -236,6 +242,66 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
             504: GatewayTimeout
         """
         return forwarded(meter_id, "/commands")
+
+    live_slots = threading.BoundedSemaphore(cfg.live_max_clients) if cfg.live_max_clients else None
+
+    @app.get("/api/v1/meters/<meter_id>/live")
+    def meter_live(meter_id: str):
+        """A meter's live events, relayed from the fog that owns it (server-sent events): the
+        fog's stream as it is, `reading`, `command`, `status`, `alert`, `missed` (README "Live
+        events"); Last-Event-ID is passed on. At most live_max_clients relays at once.
+        ---
+        get:
+          parameters:
+          - meter_id
+          - {name: Last-Event-ID, in: header, description: "the id of the last event seen (an EventSource sends it)", schema: {type: string}}
+          responses:
+            200: EventStream
+            404: NotFound
+            502: BadGateway
+            503: TooManyRequests
+            504: GatewayTimeout
+        """
+        if live_slots is None:
+            raise ApiError(404, "not_found", "live relays are turned off at this cloud (live_max_clients = 0)")
+        if not live_slots.acquire(blocking=False):
+            resp = jsonify({"error": {"code": "too_many_live_clients", "message": (
+                f"{cfg.live_max_clients} live views are open at this cloud; close one, retry later, or raise "
+                "live_max_clients"), "field": None}})
+            resp.status_code, resp.headers["Retry-After"] = 503, "10"
+            return resp
+        try:
+            region, api_url, token = owning_fog(meter_id)
+            status, upstream = proxy.open_stream(api_url, region, f"meters/{meter_id}/live", token,
+                                                 request.headers.get("Last-Event-ID"))
+        except RoutingError as e:
+            live_slots.release()
+            raise ApiError(e.status, e.code, e.message, e.field) from None
+        if status != 200:
+            live_slots.release()
+            return jsonify(upstream), status
+        gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
+
+        def relay():
+            event = b""
+            while not gone():
+                line = upstream.readline()
+                if not line:
+                    return  # the fog ended it, or fell silent: the browser reconnects with Last-Event-ID
+                event += line
+                if line in (b"\n", b"\r\n"):  # one whole event (or comment) at a time
+                    yield event
+                    event = b""
+
+        def close():
+            upstream.close()
+            live_slots.release()
+
+        resp = app.response_class(relay(), mimetype="text/event-stream")
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Accel-Buffering"] = "no"
+        resp.call_on_close(close)
+        return resp
 
     @app.get("/api/v1/meters/<meter_id>/usage")
     def meter_usage(meter_id: str):

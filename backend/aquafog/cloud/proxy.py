@@ -4,6 +4,7 @@ the fog announces in its info message), and the fog's answer is passed through."
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
@@ -14,6 +15,7 @@ from . import RoutingError
 
 TIMEOUT_S = 3.0
 MAX_BODY = 16 * 1024 * 1024
+STREAM_TIMEOUT_S = 45.0  # a fog's live stream sends a comment every 15 s: silence this long means it is gone
 
 
 def fetch(api_url: str, region: str, path: str, query: str, token: str) -> tuple[int, dict]:
@@ -48,3 +50,56 @@ def fetch(api_url: str, region: str, path: str, query: str, token: str) -> tuple
     if not isinstance(body, dict):
         raise RoutingError(502, "bad_gateway", f"{where} answered with JSON that is not an object")
     return status, body
+
+
+
+class Stream:
+    """A fog's open live stream: its lines as they come, then close()."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, sock):
+        self.conn, self.resp, self.sock = conn, resp, sock
+
+    def readline(self) -> bytes:
+        """The next line; b"" when the fog ended the stream or fell silent."""
+        try:
+            return self.resp.readline(65536)
+        except (OSError, http.client.HTTPException):
+            return b""
+
+    def close(self) -> None:
+        self.resp.close()
+        self.conn.close()
+        self.sock.close()
+
+
+def open_stream(api_url: str, region: str, path: str, token: str, last_event_id: str | None):
+    """The fog's live stream (server-sent events) for the cloud to relay: (200, Stream) or
+    (the fog's error status, its JSON body); RoutingError 502/504 when the fog does not answer."""
+    where = f"fog {region!r} at {api_url}"
+    u = urllib.parse.urlsplit(api_url)
+    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    conn = cls(u.hostname, u.port, timeout=TIMEOUT_S)
+    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id[:128]
+    try:
+        conn.request("GET", f"/api/v1/{urllib.parse.quote(path)}", headers=headers)
+        sock = conn.sock  # the response takes it over from the connection
+        resp = conn.getresponse()
+    except (socket.timeout, TimeoutError):
+        conn.close()
+        raise RoutingError(504, "gateway_timeout", f"{where} did not answer within {TIMEOUT_S:g} s") from None
+    except (OSError, http.client.HTTPException) as e:
+        conn.close()
+        raise RoutingError(502, "bad_gateway", f"{where} could not be reached ({e}): check that its gateway runs "
+                                               "and that api_url in its config is an address the cloud can reach"
+                           ) from None
+    if resp.status != 200:
+        raw = resp.read(MAX_BODY)
+        conn.close()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            raise RoutingError(502, "bad_gateway", f"{where} answered HTTP {resp.status} without JSON") from None
+    sock.settimeout(STREAM_TIMEOUT_S)
+    return 200, Stream(conn, resp, sock)

@@ -81,8 +81,10 @@ class Cloud:
         c.on_message = lambda _c, _u, msg: self.inbox.put((msg.topic, msg.payload))
         self.client = c
         self.app = create_cloud_app(cfg, self)
-        self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port, threads=cfg.http_threads,
-                                  ident="aquafog-cloud")
+        # live relays hold a thread each, on top of the API's; lookahead 1 notices a closed tab
+        self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port,
+                                  threads=cfg.http_threads + cfg.live_max_clients, channel_request_lookahead=1,
+                                  outbuf_high_watermark=1 << 20, ident="aquafog-cloud")
 
     @property
     def http_port(self) -> int:
