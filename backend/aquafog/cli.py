@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, GatewayConfig
+from .process import quiet_gc
 
 
 def _config(args) -> GatewayConfig:
@@ -31,6 +32,7 @@ def cmd_gateway(args) -> int:
         print(f"aquafog gateway: cannot start: {exc}. Is http_port {cfg.http_port} already in use?", file=sys.stderr)
         return 1
     gw.start()
+    quiet_gc()
     return gw.wait()
 
 
@@ -103,6 +105,7 @@ def cmd_cloud(args) -> int:
         print(f"aquafog cloud: cannot open the store {cfg.db_url.split('@')[-1]!r}: {exc}", file=sys.stderr)
         return 1
     cloud.start()
+    quiet_gc()
     return cloud.wait()
 
 

@@ -5,8 +5,8 @@ the live hub (gateway/live.py):
     GET /api/v1/ranking/live?n=&period=   the top n, whenever it changes (at most every RANKING_EVERY_S)
 
 Each stream holds one server thread while it is open; at most live_max_clients streams
-at once (503 beyond it). A quiet stream sends a comment every HEARTBEAT_S and checks
-every POLL_S whether its client is gone, so a closed tab frees its slot within a second.
+at once (503 beyond it). A quiet stream sends a comment every HEARTBEAT_S: the write to a
+closed connection fails, so a closed tab frees its slot within a second or two.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .ranking import MAX_N
 
 bp = Blueprint("live", __name__)
 
-HEARTBEAT_S = 15.0
+HEARTBEAT_S = 1.0        # also how a stream learns its client left: that write fails
 POLL_S = 1.0
 RETRY_MS = 2000          # how long a browser's EventSource waits before reconnecting
 RANKING_EVERY_S = 1.0    # a live ranking sends at most one event per interval
@@ -70,7 +70,7 @@ def meter_live(meter_id: str):
     meter raised, cleared or acknowledged, as GET /alerts lists it plus `change`), `missed` (events were
     dropped for this client, or a reconnect came too late to replay them: refetch). Every event but
     `missed` has an id; send the last one back as Last-Event-ID to get what was missed. A comment
-    every 15 s keeps the connection alive. README "Live events".
+    every second keeps the connection alive. README "Live events".
     ---
     get:
       parameters:

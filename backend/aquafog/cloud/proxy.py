@@ -15,7 +15,7 @@ from . import RoutingError
 
 TIMEOUT_S = 3.0
 MAX_BODY = 16 * 1024 * 1024
-STREAM_TIMEOUT_S = 45.0  # a fog's live stream sends a comment every 15 s: silence this long means it is gone
+STREAM_TIMEOUT_S = 30.0  # a fog's live stream sends a comment every second: silence this long means it is gone
 
 
 def fetch(api_url: str, region: str, path: str, query: str, token: str) -> tuple[int, dict]:

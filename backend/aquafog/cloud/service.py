@@ -81,9 +81,11 @@ class Cloud:
         c.on_message = lambda _c, _u, msg: self.inbox.put((msg.topic, msg.payload))
         self.client = c
         self.app = create_cloud_app(cfg, self)
-        # live relays hold a thread each, on top of the API's; lookahead 1 notices a closed tab
+        # live relays hold a thread each, on top of the API's; a relay learns that its tab was
+        # closed when it passes on the fog's once-a-second keep-alive (gateway/service.py: why
+        # not channel_request_lookahead)
         self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port,
-                                  threads=cfg.http_threads + cfg.live_max_clients, channel_request_lookahead=1,
+                                  threads=cfg.http_threads + cfg.live_max_clients,
                                   outbuf_high_watermark=1 << 20, ident="aquafog-cloud")
 
     @property

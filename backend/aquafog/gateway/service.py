@@ -41,6 +41,7 @@ from .writer import Writer
 log = logging.getLogger("aquafog.gateway")
 
 
+
 class Gateway:
     def __init__(self, cfg: GatewayConfig):
         self.cfg = cfg
@@ -67,13 +68,14 @@ class Gateway:
                                    policy=self.enforcer) if cfg.region else None
         self.app = create_app(cfg, self.engine, self)
         # each live stream holds a thread for as long as it is open: they get their own, so they
-        # never starve the JSON API; lookahead 1 keeps reading the socket during a response, so a
-        # stream notices at once that its client is gone (waitress.client_disconnected); a stream
+        # never starve the JSON API. A stream learns that its client left when its once-a-second
+        # keep-alive fails (api/live.py), not through channel_request_lookahead, which made every
+        # large answer slower (GET /ranking?n=1000: p99 10.5 ms with it, 5.4 ms without). A stream
         # whose client reads too slowly waits once 1 MiB is unsent (not 16), and its events are
         # dropped in the hub (each write leaves at once: send_bytes is 1 since waitress 1.3, and
         # since 2.1 the writing thread sends straight to the socket)
         self.http = create_server(self.app, host=cfg.http_host, port=cfg.http_port,
-                                  threads=cfg.http_threads + cfg.live_max_clients, channel_request_lookahead=1,
+                                  threads=cfg.http_threads + cfg.live_max_clients,
                                   outbuf_high_watermark=1 << 20, ident="aquafog")
         self.started_at = time.time()
         self.done = threading.Event()
