@@ -210,6 +210,8 @@ def _milli(obj: dict, key: str, hi: int) -> int | Reject:
     elif t is float:
         if not math.isfinite(x):
             return Reject("not_finite", key, f"{key} must be a finite number, got {x}")
+        if x < 0 or x > hi:  # before scaling: x * 1000 overflows to inf near the largest doubles
+            return Reject("out_of_range", key, f"{key} must be between 0 and {hi}, got {x}")
         milli = round(x * 1000)
         if abs(x * 1000 - milli) > 0.01:
             return Reject("bad_format", key, f"{key} must have at most 3 decimals, got {x!r}")
