@@ -55,6 +55,9 @@ class MeterState:
     fw: str | None = None
     valve_desired: str | None = None
     valve_reported: str | None = None
+    # when the meter last told its valve in a valve result or a birth (gateway ms): a reading
+    # sampled before that (its ts) does not undo it; it may arrive after the result
+    valve_told_ms: int = 0
     alarms: tuple[str, ...] | None = None  # of the latest health report; None until gateway/health.py loads it
 
     @property
@@ -180,7 +183,8 @@ class Batch:
                             st.meter, r.boot, r.ml, h[H_ML])
             self._count(st, r.ts, seg)
             st.head = (idx, r.seq, r.ts, r.pulses, r.ml, r.flow_mlpm, r.valve, r.boot)
-            st.valve_reported = r.valve
+            if r.ts * 1000 > st.valve_told_ms:
+                st.valve_reported = r.valve
             self._store(st, idx, r, rx_ms)
             self.accepted += 1
             return None

@@ -151,7 +151,7 @@ class CommandLedger:
                 return Reject("conflicting_duplicate", "id",
                               f"meter change {res.id!r} was recorded with valve {row.state}, now it says {res.state}")
             return None
-        st.valve_reported = res.state
+        st.valve_reported, st.valve_told_ms = res.state, now_ms
         if row.status not in ("queued", "sent", "expired"):
             return None  # already final (a repeated answer)
         if res.ok and res.state == row.state:
@@ -180,7 +180,7 @@ class CommandLedger:
         }
         conn.execute(commands.insert(), row)
         self.changed.append(res.id)
-        st.valve_reported = res.state
+        st.valve_reported, st.valve_told_ms = res.state, now_ms
         if not res.ok:
             return  # the valve did not move: the operator's intent stands
         c = commands.c

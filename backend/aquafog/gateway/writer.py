@@ -388,7 +388,7 @@ class Writer(threading.Thread):
     def _status(self, conn, batch, st: MeterState, s: Status, now_ms: int) -> list[Publish]:
         if s.online:
             st.online, st.status_boot, st.status_ms, st.fw = True, s.boot, now_ms, s.fw
-            st.valve_reported = s.valve
+            st.valve_reported, st.valve_told_ms = s.valve, now_ms
             batch.touched[st.pk] = st
             batch.answered[st.pk] = st  # every birth is answered at once with the persisted register
             return self.ledger.on_birth(conn, st, s, now_ms)
