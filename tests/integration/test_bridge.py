@@ -3,7 +3,6 @@ processes (one cloud, fogs "north" and "south"), paho-mqtt clients, no sleeps as
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -29,7 +28,6 @@ WAIT = 10.0  # deadline for anything that should happen within a second or two
 
 # Started by root, Mosquitto switches to the `mosquitto` user, who cannot write pytest's
 # root-only temp dirs: no log and, silently, no persistence (which the restart tests need).
-AS_ROOT = ["user root"] if os.geteuid() == 0 else []
 
 
 class Observer:
@@ -139,7 +137,7 @@ def clients():
 
 @pytest.fixture
 def cloud(tmp_path):
-    b = LocalBroker(tmp_path / "cloud", extra=AS_ROOT).start()
+    b = LocalBroker(tmp_path / "cloud").start()
     yield b
     b.stop()
 
@@ -151,7 +149,7 @@ def fog(tmp_path, cloud):
 
     def make(region: str, **options) -> LocalBroker:
         options = {"restart_timeout": 1, "keepalive": 5, **options}
-        b = LocalBroker(tmp_path / f"fog-{region}", extra=AS_ROOT,
+        b = LocalBroker(tmp_path / f"fog-{region}",
                         bridge=BridgeConfig(region, cloud.host, cloud.port, **options))
         made.append(b)
         return b.start()
@@ -285,7 +283,7 @@ def test_mosquitto_accepts_every_optional_line(tmp_path, cloud, brokers, clients
                           remote_username="fog-north", remote_password="s3cret pass",
                           cafile=str(tmp_path / "ca.crt"), certfile=str(tmp_path / "fog.crt"),
                           keyfile=str(tmp_path / "fog.key"), tls_version="tlsv1.2")
-    fog = brokers(tmp_path / "fog", extra=AS_ROOT, bridge=bridge)
+    fog = brokers(tmp_path / "fog", bridge=bridge)
     state = clients(Observer(fog, BRIDGE_STATE_TOPIC))
     assert state.wait(lambda ms: ms) and state.messages[-1][1] == b"0"  # up, link not (TLS vs plain)
     conf = (tmp_path / "fog" / "mosquitto.conf").read_text()
@@ -420,9 +418,9 @@ def test_the_documented_cloud_acl_confines_a_fogs_account_to_its_region(tmp_path
                    "topic readwrite #\n")
     city = ("city", "pw-city")
     cloud = brokers(tmp_path / "acl-cloud", allow_anonymous=False, password_file=passwd, acl_file=acl,
-                    extra=AS_ROOT + ["log_type debug"])  # "Denied PUBLISH" is a debug line
+                    extra=["log_type debug"])  # "Denied PUBLISH" is a debug line
     account = {"remote_username": "fog-north", "remote_password": "pw-north", "restart_timeout": 1, "keepalive": 5}
-    north, west = (brokers(tmp_path / f"acl-{r}", extra=AS_ROOT,
+    north, west = (brokers(tmp_path / f"acl-{r}",
                            bridge=BridgeConfig(r, cloud.host, cloud.port, **account)) for r in ("north", "west"))
 
     wait_bridged(cloud, north, "north", clients, auth=city)
