@@ -204,6 +204,8 @@ class EmulatedMeter:
         # every reading published (resends included); "taken": the simulated time of the step
         # that took it, the time its "ts" should say
         self.sent: list[dict] = []
+        # injected copies of readings (Fleet duplicate_prob), {"boot", "seq"} each: not in `sent`
+        self.copies: list[dict] = []
         self._taken: dict[tuple[str, int], float] = {}
         self._step: tuple[str, int, float] | None = None  # (boot, seq, simulated time) at the running step's start
         self.boots: list[str] = []
@@ -308,13 +310,18 @@ class EmulatedMeter:
 
     def _mqtt_factory(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
         hooks = MQTTHooks(wake=self._wake, on_publish=self._on_publish, link_up=lambda: self.link_up,
-                          duplicate=self._duplicate)
+                          duplicate=self._duplicate, on_duplicate=self._on_duplicate)
         self.client = MQTTClient(client_id, server, port, user, password, keepalive, ssl, hooks=hooks)
         return self.client
 
     def _duplicate(self) -> bool:
         p = self.fleet.duplicate_prob
         return p > 0 and self._rng.random() < p
+
+    def _on_duplicate(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/tele/reading"):
+            r = json.loads(payload)
+            self.copies.append({"boot": r["boot"], "seq": r["seq"]})
 
     def _wake(self) -> None:
         self.fleet.scheduler.wake(self)

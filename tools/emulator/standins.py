@@ -235,11 +235,12 @@ class _Sock:
 class MQTTHooks:
     """What the emulator wants to know from, and inject into, a meter's MQTT client."""
 
-    def __init__(self, wake=None, on_publish=None, link_up=None, duplicate=None):
+    def __init__(self, wake=None, on_publish=None, link_up=None, duplicate=None, on_duplicate=None):
         self.wake = wake or (lambda: None)  # an inbound message or a lost link: run the meter now
         self.on_publish = on_publish or (lambda topic, payload: None)
         self.link_up = link_up or (lambda: True)
         self.duplicate = duplicate or (lambda: False)  # publish this message twice?
+        self.on_duplicate = on_duplicate or (lambda topic, payload: None)  # the copy went out
 
 
 class MQTTClient:
@@ -323,8 +324,10 @@ class MQTTClient:
         self.hooks.on_publish(t, m)
         if self.hooks.duplicate():  # a duplicate delivery, as after a lost PUBACK
             dup = self._paho.publish(t, m, qos, retain)
-            if qos and dup.rc == paho.MQTT_ERR_SUCCESS:
-                self._wait_ack(dup.mid)
+            if dup.rc == paho.MQTT_ERR_SUCCESS:
+                if qos:
+                    self._wait_ack(dup.mid)
+                self.hooks.on_duplicate(t, m)
 
     def subscribe(self, topic, qos=0):
         self._need()
