@@ -4,6 +4,9 @@
   provision.py meter --count 100 --prefix m --site site.toml
   provision.py meter --ids-file ids.txt --site site.toml --reload-pid "$(pidof mosquitto)"
   provision.py service gateway --site site.toml       the gateway's broker account
+  provision.py tls ca --dir certs                      a development CA for MQTT over TLS
+  provision.py tls server --dir certs fog1.lan 192.168.1.10   the broker's certificate
+  provision.py tls client --dir certs gateway          a client certificate (mutual TLS)
 
 A meter gets a random MQTT password, firmware/meters/<id>/config.json (0600, checked
 by the firmware's own validator), a registration at the gateway, and a user in
@@ -22,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from provisioning import ProvisionError, acl, identity, site  # noqa: E402
+from provisioning import tls as devca  # noqa: E402
 from provisioning.provisioner import gateway_toml_lines, provision_meters, provision_service  # noqa: E402
 
 
@@ -89,6 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--password-out", metavar="FILE",
                    help="write mqtt_username/mqtt_password lines to this new file (0600) instead of printing them")
     _add_broker_args(s)
+
+    t = sub.add_parser("tls", help="a development CA and certificates for MQTT over TLS (tools/README.md 'TLS')")
+    tsub = t.add_subparsers(dest="tls_command", required=True)
+    ca = tsub.add_parser("ca", help="make the CA (ca.crt, ca.key); refuses to replace one without --force")
+    ca.add_argument("--name", default="AquaFog development CA", help="the CA's common name")
+    ca.add_argument("--days", type=int, default=devca.CA_DAYS, help=f"validity (default {devca.CA_DAYS})")
+    ca.add_argument("--force", action="store_true",
+                    help="replace an existing CA (every certificate it signed must then be issued again)")
+    srv = tsub.add_parser("server", help="the broker's certificate (server.crt, server.key), signed by the CA")
+    srv.add_argument("hosts", nargs="*", help="every host name and IP address clients use to reach the broker")
+    srv.add_argument("--no-loopback", action="store_true",
+                     help="leave out localhost, 127.0.0.1 and ::1 (included by default for the local gateway)")
+    srv.add_argument("--days", type=int, default=devca.LEAF_DAYS, help=f"validity (default {devca.LEAF_DAYS})")
+    cl = tsub.add_parser("client", help="a client certificate (clients/NAME.crt, .key) for mutual TLS")
+    cl.add_argument("name", help="the client's MQTT user name (a meter id, or a service account such as gateway)")
+    cl.add_argument("--days", type=int, default=devca.LEAF_DAYS, help=f"validity (default {devca.LEAF_DAYS})")
+    for x in (ca, srv, cl):
+        x.add_argument("--dir", required=True, help="the folder of the CA and its certificates (created if missing)")
+        x.add_argument("--key-type", choices=devca.KEY_TYPES, default="ec",
+                       help="ec: ECDSA P-256 (default); rsa: RSA 2048")
     return ap
 
 
@@ -159,12 +183,41 @@ def cmd_service(args) -> int:
     return 0
 
 
+def cmd_tls(args) -> int:
+    d = Path(args.dir)
+    if args.tls_command == "ca":
+        got = devca.make_ca(d, args.name, args.days, args.key_type, force=args.force)
+        print(f"{'replaced the' if got.replaced else 'made a'} development CA {args.name!r}: "
+              f"{_show(got.cert)} (give it to every client), key {_show(got.key)} (mode 0600: keep it off the "
+              "meters and the broker's machine if you can)")
+        print(f"next: tools/provision.py tls server --dir {args.dir} <broker host names and IP addresses>")
+        return 0
+    if args.tls_command == "server":
+        got = devca.issue_server(d, args.hosts, args.days, args.key_type, loopback=not args.no_loopback)
+        print(f"{'replaced' if got.replaced else 'made'} the broker's certificate {_show(got.cert)} "
+              f"for {', '.join(got.names)}; key {_show(got.key)} (mode 0600)")
+        print("next: the broker's TLS listener, e.g. aquafog broker-config --tls-port 8883 --tls-host 0.0.0.0 "
+              f"--cafile {_show(d / 'ca.crt')} --certfile {_show(got.cert)} --keyfile {_show(got.key)}; "
+              "then `mqtt_cafile` in gateway.toml (README 'Security')")
+        if got.replaced:
+            print("Mosquitto loads the new certificate when told to reload: sudo systemctl reload mosquitto")
+        return 0
+    got = devca.issue_client(d, args.name, args.days, args.key_type)
+    print(f"{'replaced' if got.replaced else 'made'} the client certificate of {args.name!r}: {_show(got.cert)}, "
+          f"key {_show(got.key)} (mode 0600)")
+    print(f"next: mqtt_certfile = \"{got.cert}\" and mqtt_keyfile = \"{got.key}\" in the client's config "
+          "(gateway.toml), for a broker with require_certificate")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"meter": cmd_meter, "service": cmd_service, "tls": cmd_tls}
     try:
-        return cmd_meter(args) if args.command == "meter" else cmd_service(args)
+        return commands[args.command](args)
     except ProvisionError as exc:
-        print(f"provision.py {args.command}: {exc.render()}", file=sys.stderr)
+        what = f"{args.command} {args.tls_command}" if args.command == "tls" else args.command
+        print(f"provision.py {what}: {exc.render()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -153,7 +153,8 @@ class LocalBroker:
 
     def start(self, timeout: float = 10.0) -> "LocalBroker":
         if self.config.tls is not None:
-            self.config.tls.check()  # a missing or mismatched file, named, before Mosquitto's own words
+            # a missing or mismatched file, named, before Mosquitto's own words
+            self.config.tls.check(broker_user=self.config.user or ("mosquitto" if os.geteuid() == 0 else None))
         self.conf_path.write_text(self.config.render())
         self.proc = subprocess.Popen(
             [find_mosquitto(), "-c", str(self.conf_path)],

@@ -122,8 +122,38 @@ def cmd_broker_config(args) -> int:
         except ValueError as exc:
             print(f"aquafog broker-config: {exc}", file=sys.stderr)
             return 2
-    print(BrokerConfig(port=args.port, data_dir=Path(args.data_dir), host=args.host,
-                       allow_anonymous=args.allow_anonymous, bridge=bridge).render(), end="")
+    tls = None
+    tls_flags = (args.tls_port, args.cafile, args.certfile, args.keyfile)
+    if any(x is not None for x in tls_flags) or args.require_certificate:
+        from .tls import TlsListener
+        if None in tls_flags:
+            print("aquafog broker-config: a TLS listener needs --tls-port, --cafile, --certfile and --keyfile "
+                  "(development ones: tools/provision.py tls; README 'Security')", file=sys.stderr)
+            return 2
+        try:
+            tls = TlsListener(args.cafile, args.certfile, args.keyfile, port=args.tls_port,
+                              host=args.tls_host or args.host, require_certificate=args.require_certificate,
+                              tls_version=args.tls_version)
+        except ValueError as exc:
+            print(f"aquafog broker-config: {exc}", file=sys.stderr)
+            return 2
+        if not args.skip_file_checks:
+            # Mosquitto started as root (systemd) reads the files as user mosquitto
+            errors = tls.problems("--", broker_user="mosquitto")
+            if errors:
+                print("aquafog broker-config: the TLS files cannot be used:\n  " + "\n  ".join(errors)
+                      + "\n(--skip-file-checks: the config is for another machine)", file=sys.stderr)
+                return 2
+    elif args.no_plain_listener:
+        print("aquafog broker-config: --no-plain-listener needs a TLS listener (--tls-port ...)", file=sys.stderr)
+        return 2
+    try:
+        text = BrokerConfig(port=None if args.no_plain_listener else args.port, data_dir=Path(args.data_dir),
+                            host=args.host, allow_anonymous=args.allow_anonymous, bridge=bridge, tls=tls).render()
+    except ValueError as exc:
+        print(f"aquafog broker-config: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
     return 0
 
 
@@ -281,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bridge-region", help="bridge this fog to the cloud under this region (backend/README.md)")
     b.add_argument("--cloud-host", help="the cloud broker the bridge connects to")
     b.add_argument("--cloud-port", type=int, default=1883)
+    t = b.add_argument_group("TLS listener (README 'Security'; development certificates: tools/provision.py tls)")
+    t.add_argument("--tls-port", type=int, help="listen for MQTT over TLS on this port (usually 8883)")
+    t.add_argument("--tls-host", help="its address (default: --host); 0.0.0.0 for meters on the network")
+    t.add_argument("--cafile", help="the CA that signed client certificates (and the broker's)")
+    t.add_argument("--certfile", help="the broker's certificate, naming every host and IP clients dial")
+    t.add_argument("--keyfile", help="its private key (readable by user mosquitto: 0640 root:mosquitto)")
+    t.add_argument("--tls-version", default="tlsv1.2", choices=("tlsv1.2", "tlsv1.3"),
+                   help="the oldest TLS version accepted (default tlsv1.2)")
+    t.add_argument("--require-certificate", action="store_true",
+                   help="mutual TLS: refuse clients without a certificate signed by --cafile")
+    t.add_argument("--no-plain-listener", action="store_true",
+                   help="TLS only: no plain MQTT listener (or keep it with --host 127.0.0.1 for local clients)")
+    t.add_argument("--skip-file-checks", action="store_true",
+                   help="do not check the certificate files (the config is for another machine)")
     b.set_defaults(func=cmd_broker_config)
 
     u = sub.add_parser("user", help="people who may use the API and dashboard (README 'Users and access')")

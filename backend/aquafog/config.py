@@ -19,6 +19,7 @@ from .policy import PolicySettings, parse_settings
 from .protocol import Limits
 from .tariff import TariffError
 from .tariff import load as load_tariffs
+from .tls import ClientTls, cert_problems, client_tls
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,16 @@ class _Loadable:
         v = getattr(self, name)
         if not lo <= v <= hi:
             errors.append(f"{name}: must be between {lo} and {hi}{why}, got {v}")
+
+    @property
+    def mqtt_tls(self) -> ClientTls | None:
+        """TLS to the broker: on when mqtt_cafile is set (README 'Security')."""
+        return client_tls(self.mqtt_cafile, self.mqtt_certfile, self.mqtt_keyfile)
+
+    def _tls(self, errors: list[str]) -> None:
+        """mqtt_cafile/mqtt_certfile/mqtt_keyfile: readable PEM files, a key that fits its certificate."""
+        if self.mqtt_cafile or self.mqtt_certfile or self.mqtt_keyfile:
+            errors.extend(cert_problems("mqtt_", self.mqtt_cafile, self.mqtt_certfile, self.mqtt_keyfile))
 
     def _common(self, errors: list[str]) -> None:
         """Keys every AquaFog service has: time zone and log level."""
@@ -121,6 +132,11 @@ class GatewayConfig(_Loadable):
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_client_id: str = "aquafog-gateway"
+    # TLS to the broker (README "Security"): the CA file turns it on; a certificate + key if
+    # the broker requires one (mutual TLS)
+    mqtt_cafile: str = ""
+    mqtt_certfile: str = ""
+    mqtt_keyfile: str = ""
     topic_root: str = "aquafog"
     session_expiry_s: int = 7 * 24 * 3600
     # HTTP API
@@ -223,6 +239,7 @@ class GatewayConfig(_Loadable):
             errors.append(f"topic_root: must be a non-empty topic without + # or a trailing /, got {self.topic_root!r}")
         if not self.db_path:
             errors.append("db_path: must name the SQLite file")
+        self._tls(errors)
         return errors
 
 
@@ -240,6 +257,9 @@ class CloudConfig(_Loadable):
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_client_id: str = "aquafog-cloud"
+    mqtt_cafile: str = ""  # TLS to the cloud broker, as the gateway's (README "Security")
+    mqtt_certfile: str = ""
+    mqtt_keyfile: str = ""
     session_expiry_s: int = 7 * 24 * 3600
     # HTTP API
     http_host: str = "127.0.0.1"
@@ -270,4 +290,5 @@ class CloudConfig(_Loadable):
                 errors.append(f"fog_tokens.{str(region)[:32]}: must map a region to an API token aft_... made with "
                               "`aquafog token add` at that fog")
         self._common(errors)
+        self._tls(errors)
         return errors

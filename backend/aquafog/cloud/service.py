@@ -31,6 +31,7 @@ from ..federation import (CityMean, CityPolicy, CloudCommand, FogInfo, decode_di
                           decode_partial, decode_status, encode_city_mean, encode_city_policy, encode_command)
 from ..policy import PolicySettings
 from ..protocol import Reject
+from ..tls import apply_client_tls
 from . import RoutingError
 from .api import create_cloud_app
 from .store import (cloud_commands, load_city_policy, load_directory, load_partials, open_cloud_engine,
@@ -75,6 +76,7 @@ class Cloud:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id, protocol=mqtt.MQTTv5)
         if cfg.mqtt_username:
             c.username_pw_set(cfg.mqtt_username, cfg.mqtt_password or None)
+        apply_client_tls(c, cfg.mqtt_tls)
         c.reconnect_delay_set(0.2, 5)
         c.on_connect = self._on_connect
         c.on_subscribe = lambda *_: self.subscribed.set()

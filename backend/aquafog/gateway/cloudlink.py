@@ -37,6 +37,7 @@ from ..periods import Calendar
 from ..protocol import Reject
 from ..store import queries
 from ..store.schema import meters
+from ..tls import apply_client_tls
 from .commands import CommandError
 from .summary import compute
 
@@ -73,6 +74,7 @@ class CloudLink:
                         protocol=mqtt.MQTTv311, clean_session=True)
         if cfg.mqtt_username:
             c.username_pw_set(cfg.mqtt_username, cfg.mqtt_password or None)
+        apply_client_tls(c, cfg.mqtt_tls)
         c.reconnect_delay_set(0.2, 5)
         c.on_connect = lambda cl, *_: cl.subscribe([(fog_command_filter(), 1), (fog_city_filter(), 1)])
         c.on_message = self._on_message

@@ -15,16 +15,19 @@ import queue
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from ..tls import ClientTls, apply_client_tls
+
 log = logging.getLogger("aquafog.publisher")
 
 
 class Publisher:
     def __init__(self, host: str, port: int, client_id: str, username: str, password: str,
-                 events: "queue.Queue"):
+                 events: "queue.Queue", tls: ClientTls | None = None):
         self.events = events
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if username:
             c.username_pw_set(username, password or None)
+        apply_client_tls(c, tls)
         c.reconnect_delay_set(0.2, 5)
         # 0 = no client-side window: paho rescans its whole outgoing queue on every PUBACK
         # while a window is full, which is quadratic when a batch acks thousands of meters.

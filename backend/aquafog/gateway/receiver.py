@@ -27,6 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ..tls import ClientTls, apply_client_tls
+
 log = logging.getLogger("aquafog.receiver")
 
 FLUSH_EVERY_S = 0.002
@@ -43,6 +45,7 @@ class ReceiverSettings:
     subscriptions: list[str]
     session_expiry_s: int
     log_level: str = "INFO"
+    tls: ClientTls | None = None  # the context is made in the receiver's process (it does not pickle)
 
 
 class Receiver:
@@ -59,6 +62,7 @@ class Receiver:
                         manual_ack=True)
         if s.username:
             c.username_pw_set(s.username, s.password or None)
+        apply_client_tls(c, s.tls)
         c.reconnect_delay_set(0.2, 5)
         c.max_inflight_messages_set(65535)
         c.on_connect = self._on_connect

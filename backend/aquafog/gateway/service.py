@@ -48,7 +48,7 @@ class Gateway:
         self.engine = open_engine(cfg.db_path)
         self.events: queue.Queue = queue.Queue()
         self.publisher = Publisher(cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_client_id + "-tx",
-                                   cfg.mqtt_username, cfg.mqtt_password, self.events)
+                                   cfg.mqtt_username, cfg.mqtt_password, self.events, tls=cfg.mqtt_tls)
         ctx = multiprocessing.get_context("spawn")
         self._rx_out, rx_in = ctx.Pipe(duplex=False)     # receiver -> core
         ack_out, self._ack_in = ctx.Pipe(duplex=False)   # core -> receiver
@@ -56,7 +56,7 @@ class Gateway:
             host=cfg.mqtt_host, port=cfg.mqtt_port, client_id=cfg.mqtt_client_id,
             username=cfg.mqtt_username, password=cfg.mqtt_password,
             subscriptions=Topics(cfg.topic_root).subscriptions(), session_expiry_s=cfg.session_expiry_s,
-            log_level=cfg.log_level,
+            log_level=cfg.log_level, tls=cfg.mqtt_tls,
         )
         self.receiver = ctx.Process(target=receiver_main, args=(settings, rx_in, ack_out),
                                     name="aquafog-receiver", daemon=True)
