@@ -147,13 +147,16 @@ def attempt(port: int, ctx: ssl.SSLContext, user: str, password: str) -> tuple[s
     c.on_connect = lambda _c, _u, _f, rc, _p: events.put(("connack", rc))
     c.on_disconnect = lambda _c, _u, _f, rc, _p: events.put(("closed", rc))
     failure = None
-    # paho 2.1 leaves the socket of a failed handshake to the garbage collector
+    # paho 2.1 leaves the sockets of a failed handshake (and its wake-up socket pair) to the
+    # garbage collector: collect them here, where their ResourceWarning is expected
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         try:
             c.connect("127.0.0.1", port, keepalive=30)
         except ssl.SSLError as exc:
             failure = TlsFailure(type(exc), getattr(exc, "verify_code", None), getattr(exc, "verify_message", ""))
+        if failure is not None:
+            del c
         gc.collect()
     if failure is not None:
         return "tls", failure
