@@ -21,6 +21,9 @@ What one step does, in order:
   5. offline: join Wi-Fi (non-blocking), set the clock by NTP, then connect MQTT with a
      retained last will, subscribe <root>/<id>/cmnd/#, report valve changes the meter made
      on its own, publish the retained birth; failures back off exponentially with jitter.
+     With mqtt_tls the meter connects only once its clock is set (NTP, or an RTC that kept
+     its time across a reset): certificate dates are checked, and a clock at 2000 would fail
+     every handshake. Until then readings wait in the flash ring and NTP is retried.
 
 After each connect the meter holds its readings until the gateway's ack to the birth
 arrives; without one it announces the birth again after reconcile_timeout_s (doubling,
@@ -106,6 +109,8 @@ class Meter:
         self._retry_at = 0
         self._wifi_started = None
         self._backoff_ms = 0
+        self._tls = cfg["mqtt_tls"]
+        self.clock_wait = False  # mqtt_tls: not connecting until the clock is set
         self._rng = 1
         self._inbox = []
         self._results = []  # [id, state, ok, error, cause] to publish on stat/valve
@@ -123,7 +128,7 @@ class Meter:
             "connects": 0, "connect_failures": 0, "disconnects": 0, "resends": 0,
             "bad_messages": 0, "inbox_dropped": 0, "commands": 0, "reconciles": 0,
             "restore_errors": 0, "save_errors": 0, "flash_errors": 0, "ntp_failures": 0, "saves": 0,
-            "announces": 0,
+            "announces": 0, "clock_waits": 0,
         }
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -402,6 +407,12 @@ class Meter:
         self._wifi_started = None
         if self.clock.due():
             self._sync_time()
+        if self._tls and self.clock.now() is None:
+            self._wait_for_clock(now)
+            return
+        if self.clock_wait:
+            self.clock_wait = False
+            print("aquameter: clock set, connecting over TLS")
         try:
             b.mqtt_connect(self._t_status, proto.encode_will(self.boot), self._on_message)
             b.mqtt_subscribe(self._t_cmnd, 1)
@@ -421,6 +432,15 @@ class Meter:
         self._waiting_since = now
         self._health_at = 0
         self.outbox.rewind()  # whatever was unacknowledged goes again (the gateway dedupes)
+
+    def _wait_for_clock(self, now):
+        """TLS without a clock: a handshake would fail on the certificate dates. Wait for NTP
+        (its backoff: 1 min doubling to 5 min while unset); readings go to the flash ring."""
+        if not self.clock_wait:
+            self.clock_wait = True
+            self.stats["clock_waits"] += 1
+            print("aquameter: mqtt_tls: not connecting until NTP (%s) sets the clock" % self.cfg["ntp_host"])
+        self._retry_at = self.board.ticks_add(now, max(self.clock.next_in(), _WIFI_POLL_MS))
 
     def _lost(self, now):
         self.board.mqtt_close(False)

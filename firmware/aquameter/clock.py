@@ -3,7 +3,8 @@
 up_ms is the time since boot, summed from ticks_diff at every step, so it never wraps.
 After a sync (NTP, or at boot an RTC that kept time across a soft reset) the epoch is
 anchor + elapsed up_ms: an RTC that jumps changes nothing until the next sync. NTP is
-retried with backoff (1 min doubling to ntp_interval); between syncs the time runs on.
+retried with backoff (1 min doubling to ntp_interval; to 5 min while the clock is unset);
+between syncs the time runs on.
 
 state(): "ntp" (synced within 2 x ntp_interval), "stale" (synced earlier, or only
 from the RTC), "unset" (no time since boot: readings wait for it).
@@ -11,6 +12,7 @@ from the RTC), "unset" (no time since boot: readings wait for it).
 
 MIN_EPOCH = 1577836800  # 2020-01-01: an earlier RTC was never set
 _RETRY_MS = 60000
+_UNSET_RETRY_MAX_MS = 300000  # while there is no time at all (readings, and a TLS connect, wait for it)
 
 
 class Clock:
@@ -44,7 +46,8 @@ class Clock:
 
     def failed(self):
         self._next = self.up_ms + self._retry
-        self._retry = min(self._retry * 2, self.interval_ms)
+        cap = self.interval_ms if self._anchor is not None else min(self.interval_ms, _UNSET_RETRY_MAX_MS)
+        self._retry = min(self._retry * 2, cap)
 
     def due(self):
         return self.enabled and self.up_ms >= self._next

@@ -18,6 +18,12 @@ DEFAULTS = {
     "mqtt_password": "",
     "mqtt_keepalive_s": 60,
     "topic_root": "aquafog",
+    # MQTT over TLS (off: plain MQTT, as before)
+    "mqtt_tls": False,
+    "mqtt_cafile": "ca.crt",  # the CA that signed the broker's certificate, a file next to config.json
+    "mqtt_tls_hostname": None,  # the name the broker's certificate must carry; defaults to broker_host
+    "mqtt_certfile": None,  # mutual TLS: this meter's certificate and key (both or neither)
+    "mqtt_keyfile": None,
     # pulse input
     "pulse_pin": 4,
     "k_factor": 450,
@@ -80,7 +86,10 @@ _INT_RANGES = {
 }
 
 _STR_KEYS = ("wifi_ssid", "wifi_password", "broker_host", "mqtt_user", "mqtt_password")
-_BOOL_KEYS = ("relay_active_high", "burst_close")
+_BOOL_KEYS = ("relay_active_high", "burst_close", "mqtt_tls")
+_FILE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+# the board's own files: a certificate must not take their names
+_RESERVED_FILES = ("config.json", "state.json", "state.json.tmp", "ring.bin", "main.py", "boot.py")
 
 
 def valid_meter_id(s):
@@ -99,6 +108,46 @@ def valid_topic_root(s):
         if c in "+#/\x00 " or ord(c) > 126:
             return False
     return True
+
+
+def valid_file_name(s):
+    """A file in the board's root, next to config.json: 1-64 of letters, digits . _ -, not hidden."""
+    if not isinstance(s, str) or not 1 <= len(s) <= 64 or s[0] == "." or s in _RESERVED_FILES:
+        return False
+    for c in s:
+        if c not in _FILE_CHARS:
+            return False
+    return True
+
+
+def _check_tls(cfg, errors):
+    tls = cfg["mqtt_tls"]
+    if cfg["mqtt_tls_hostname"] is None:
+        cfg["mqtt_tls_hostname"] = cfg["broker_host"]
+    elif not tls:
+        errors.append("mqtt_tls_hostname: only used with mqtt_tls true (set that, or remove this key)")
+    name = cfg["mqtt_tls_hostname"]
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 253 or " " in name or "/" in name):
+        errors.append("mqtt_tls_hostname: must be the host name (or IP address) in the broker's certificate, "
+                      "1-253 characters without spaces or /, got %r" % (name,))
+    files = []
+    for key in ("mqtt_cafile", "mqtt_certfile", "mqtt_keyfile"):
+        v = cfg[key]
+        if v is None and key != "mqtt_cafile":
+            continue
+        if not valid_file_name(v):
+            errors.append("%s: must be a file name next to config.json on the board: 1-64 of letters, digits "
+                          ". _ -, not starting with . and not one of %s, got %r" % (key, ", ".join(_RESERVED_FILES), v))
+        elif v in files:
+            errors.append("%s: must differ from the other certificate files, got %r" % (key, v))
+        files.append(v)
+        if key != "mqtt_cafile" and not tls:
+            errors.append("%s: only used with mqtt_tls true (set that, or remove this key)" % key)
+    if (cfg["mqtt_certfile"] is None) != (cfg["mqtt_keyfile"] is None):
+        errors.append("mqtt_certfile, mqtt_keyfile: mutual TLS needs both, the meter's certificate and its key")
+    if tls is True and cfg["ntp_host"] == "":
+        errors.append("ntp_host: must be set with mqtt_tls (certificate dates are checked, and an ESP32's clock "
+                      "restarts at 2000 after a power cut: without NTP the meter would never connect)")
 
 
 def _is_int(x):
@@ -162,6 +211,7 @@ def validate(raw):
     for key in _BOOL_KEYS:
         if not isinstance(cfg[key], bool):
             errors.append("%s: must be true or false" % key)
+    _check_tls(cfg, errors)
     if cfg["valve_default"] not in ("open", "closed"):
         errors.append("valve_default: must be \"open\" or \"closed\"")
 

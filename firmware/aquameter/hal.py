@@ -1,11 +1,16 @@
-"""The board: the ONLY module that touches machine, network, umqtt, ntptime, gc and time.
+"""The board: the ONLY module that touches machine, network, umqtt, ntptime, ssl, gc and time.
 
 Every dependency is injected with the device's module as the default, so the host
 emulator hands each meter its own stand-ins (a simulated clock, a pulse counter driven
 by a water-use model, a relay pin it can read, an MQTT client on paho-mqtt):
 
     Board(cfg, machine=machine, network=network, mqtt_client=MQTTClient, clock=time,
-          fs_root="", ntp=ntptime)
+          fs_root="", ntp=ntptime, ssl=None)
+
+With mqtt_tls the board builds one ssl.SSLContext (the CA in mqtt_cafile, the broker's
+name mqtt_tls_hostname checked, mqtt_certfile/mqtt_keyfile for mutual TLS) and hands it
+to umqtt.simple, which wraps its socket with it. `ssl` is imported only then (None: the
+device's module), so a build or a test port without ssl runs a plain meter.
 
 Every MQTT, Wi-Fi or NTP failure surfaces as OSError; nothing here blocks on the
 network except what umqtt.simple (connect, QoS 1 PUBACK) and ntptime (1 s) block on.
@@ -45,8 +50,10 @@ _RESET_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SO
 
 class Board:
     def __init__(self, cfg, machine=machine, network=network, mqtt_client=MQTTClient,
-                 clock=time, fs_root="", poll_ms=100, ntp=ntptime):
+                 clock=time, fs_root="", poll_ms=100, ntp=ntptime, ssl=None):
         self.cfg = cfg
+        self._ssl = ssl  # the ssl module (injected), or None: imported at the first TLS connect
+        self._tls = None  # the TLS context, built once
         self._machine = machine
         self._network = network
         self._mqtt_factory = mqtt_client
@@ -275,14 +282,38 @@ class Board:
             return False
 
     # --- MQTT -------------------------------------------------------------------------
+    def tls_context(self):
+        """The SSLContext umqtt.simple wraps its socket with (built once), or None without
+        mqtt_tls. OSError names the config key of a file that cannot be used."""
+        cfg = self.cfg
+        if not cfg["mqtt_tls"]:
+            return None
+        if self._tls is not None:
+            return self._tls
+        ssl = self._ssl
+        if ssl is None:
+            import ssl  # here only: the plain meter never needs it
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED  # mbedTLS checks nothing with CERT_NONE or CERT_OPTIONAL
+        key = "mqtt_cafile"
+        try:
+            ctx.load_verify_locations(cafile=self._path(cfg[key]))
+            if cfg["mqtt_certfile"]:
+                key = "mqtt_certfile"
+                ctx.load_cert_chain(self._path(cfg[key]), self._path(cfg["mqtt_keyfile"]))
+        except Exception as e:  # missing file, not PEM, key not matching the certificate
+            raise OSError("%s %s: %r" % (key, cfg[key], e))
+        self._tls = _ServerName(ctx, cfg["mqtt_tls_hostname"])
+        return self._tls
+
     def mqtt_connect(self, will_topic, will_msg, callback):
-        """Connect with a retained QoS 1 last will and a clean session."""
+        """Connect with a retained QoS 1 last will and a clean session (over TLS with mqtt_tls)."""
         self.mqtt_close(False)
         cfg = self.cfg
         try:
             c = self._mqtt_factory(cfg["meter_id"], cfg["broker_host"], port=cfg["broker_port"],
                                    user=cfg["mqtt_user"], password=cfg["mqtt_password"],
-                                   keepalive=cfg["mqtt_keepalive_s"])
+                                   keepalive=cfg["mqtt_keepalive_s"], ssl=self.tls_context())
             c.set_callback(callback)
             c.set_last_will(will_topic, will_msg, retain=True, qos=1)
             c.connect(clean_session=True)
@@ -333,3 +364,15 @@ class Board:
                 c.sock.close()
         except Exception:
             pass
+
+
+class _ServerName:
+    """What umqtt.simple sees as its `ssl`: it calls wrap_socket(sock, server_hostname=broker_host);
+    the name checked against the broker's certificate is mqtt_tls_hostname (by default the same)."""
+
+    def __init__(self, ctx, name):
+        self.ctx = ctx
+        self.name = name
+
+    def wrap_socket(self, sock, server_hostname=None):
+        return self.ctx.wrap_socket(sock, server_hostname=self.name)

@@ -342,6 +342,84 @@ def case_hal_relay_polarity_feedback_reset_cause_and_watchdog():
     assert m.wdt.feeds == 4  # fed by the timer during maintenance
 
 
+class FakeSsl:
+    """The ssl module as the HAL uses it (MicroPython >= 1.23 and CPython alike)."""
+    PROTOCOL_TLS_CLIENT = 16
+    CERT_REQUIRED = 2
+
+    def __init__(self):
+        self.contexts = []
+
+    def SSLContext(self, protocol):
+        c = FakeSslContext(protocol)
+        self.contexts.append(c)
+        return c
+
+
+class FakeSslContext:
+    def __init__(self, protocol):
+        self.protocol = protocol
+        self.verify_mode = 0
+        self.calls = []
+
+    def load_verify_locations(self, cafile=None, cadata=None):
+        if cafile.endswith("missing.crt"):
+            raise OSError(2)
+        self.calls.append(("ca", cafile))
+
+    def load_cert_chain(self, certfile, keyfile):
+        self.calls.append(("chain", certfile, keyfile))
+
+    def wrap_socket(self, sock, server_hostname=None):
+        self.calls.append(("wrap", sock, server_hostname))
+        return sock
+
+
+class Umqtt:
+    """umqtt.simple's constructor and connect: it wraps its socket with `ssl` (server_hostname=server)."""
+    last = None
+
+    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
+        self.server = server
+        self.ssl = ssl
+        Umqtt.last = self
+
+    def set_callback(self, cb):
+        pass
+
+    def set_last_will(self, topic, msg, retain=False, qos=0):
+        pass
+
+    def connect(self, clean_session=True):
+        if self.ssl:
+            self.ssl.wrap_socket("socket", server_hostname=self.server)
+
+
+def case_hal_builds_the_tls_context_from_the_files_next_to_config_json():
+    fake = FakeSsl()
+    b = hal.Board(make_cfg(), machine=fakemachine.Machine(), clock=Time(), mqtt_client=Umqtt, ssl=fake)
+    b.mqtt_connect("t", "w", None)
+    assert Umqtt.last.ssl is None and fake.contexts == []  # plain MQTT never touches ssl
+    cfg = make_cfg(mqtt_tls=True, broker_host="10.0.0.2", mqtt_tls_hostname="fog1.lan",
+                   mqtt_certfile="client.crt", mqtt_keyfile="client.key")
+    b = hal.Board(cfg, machine=fakemachine.Machine(), clock=Time(), mqtt_client=Umqtt, ssl=fake, fs_root="/flash")
+    b.mqtt_connect("t", "w", None)
+    b.mqtt_connect("t", "w", None)
+    assert len(fake.contexts) == 1  # built once, used for every connect
+    c = fake.contexts[0]
+    assert c.protocol == FakeSsl.PROTOCOL_TLS_CLIENT and c.verify_mode == FakeSsl.CERT_REQUIRED
+    assert c.calls == [("ca", "/flash/ca.crt"), ("chain", "/flash/client.crt", "/flash/client.key"),
+                       ("wrap", "socket", "fog1.lan"), ("wrap", "socket", "fog1.lan")]
+    b = hal.Board(make_cfg(mqtt_tls=True, mqtt_cafile="missing.crt"), machine=fakemachine.Machine(), clock=Time(),
+                  mqtt_client=Umqtt, ssl=fake)
+    try:
+        b.mqtt_connect("t", "w", None)
+        raise AssertionError("connected without its CA")
+    except OSError as e:
+        assert "mqtt_cafile missing.crt" in str(e), str(e)
+    assert not b.mqtt_connected()
+
+
 # --- the app on a fake board ------------------------------------------------------------------------
 def case_offline_readings_go_to_flash_and_replay_in_order_throttled():
     meter, board = boot(report_interval_s=10, replay_per_s=2)
@@ -404,6 +482,43 @@ def case_untimed_readings_wait_for_ntp_then_get_their_time():
     run(meter, board, 130000)
     r = board.readings()[0]
     assert r["seq"] == 0 and r["ts"] == board.epoch0 and meter.clock.state() == "ntp"
+
+
+def case_tls_meter_connects_only_once_the_clock_is_set_and_keeps_its_readings_meanwhile():
+    cfg = make_cfg(mqtt_tls=True, report_interval_s=10)
+    board = FakeBoard(cfg, rtc_valid=False)  # a cold power-on: the RTC says 2000
+    board.ntp_up = False
+    meter, board = boot(board, mqtt_tls=True, report_interval_s=10)
+    run(meter, board, 500000)  # NTP tried at 0, 60, 180 and 420 s, failing
+    assert board.connect_attempts == [] and board.ntp_calls == 4
+    assert meter.clock_wait and meter.stats["clock_waits"] == 1 and meter.clock.state() == "unset"
+    n = len(meter.outbox)
+    assert n >= 45 and len(meter.outbox.ring) == n  # every reading waits on flash
+    board.ntp_up = True
+    run(meter, board, 330000)  # the next NTP attempt: 720 s, the backoff is capped at 5 min while unset
+    assert len(board.connect_attempts) == 1 and 700000 <= board.connect_attempts[0] <= 730000
+    assert not meter.clock_wait and meter.online and meter.clock.state() == "ntp"
+    board.deliver(ACK, ack_payload(None, None, 0, 0))
+    run(meter, board, 30000)
+    rs = board.readings()
+    assert [r["seq"] for r in rs[:n]] == list(range(n))
+    assert rs[0]["ts"] == board.epoch0 and all(r["ts"] > board.epoch0 for r in rs[1:])
+    assert json.loads(board.on("/tele/health")[0])["clock"] == "ntp"
+
+
+def case_tls_meter_with_a_clock_kept_across_a_reset_connects_without_ntp():
+    cfg = make_cfg(mqtt_tls=True)
+    board = FakeBoard(cfg, rtc_valid=True)  # a watchdog reset: the RTC kept its time
+    board.ntp_up = False
+    meter, board = boot(board, mqtt_tls=True)
+    run(meter, board, 1000)
+    assert meter.online and len(board.connect_attempts) == 1 and meter.stats["clock_waits"] == 0
+    assert meter.clock.state() == "stale"
+    plain = FakeBoard(make_cfg(), rtc_valid=False)  # plain MQTT does not wait for the clock
+    plain.ntp_up = False
+    m2, plain = boot(plain)
+    run(m2, plain, 1000)
+    assert m2.online and m2.clock.state() == "unset"
 
 
 def case_burst_closes_the_valve_and_reports_it_before_the_birth():

@@ -66,3 +66,49 @@ def test_example_config_is_valid():
     example = pathlib.Path(__file__).resolve().parents[2] / "firmware" / "config.example.json"
     cfg, errors = config.validate(json.loads(example.read_text()))
     assert errors == []
+
+
+def test_tls_is_off_by_default_and_its_keys_have_defaults():
+    cfg, errors = config.validate(dict(GOOD))
+    assert errors == []
+    assert cfg["mqtt_tls"] is False and cfg["mqtt_cafile"] == "ca.crt"
+    assert cfg["mqtt_certfile"] is None and cfg["mqtt_keyfile"] is None
+    assert cfg["mqtt_tls_hostname"] == "10.0.0.2"  # the broker's address, as umqtt would check it
+
+
+def test_tls_with_mutual_certificates_and_another_server_name():
+    cfg, errors = config.validate({**GOOD, "mqtt_tls": True, "broker_port": 8883, "mqtt_cafile": "fog-ca.pem",
+                                   "mqtt_certfile": "client.crt", "mqtt_keyfile": "client.key",
+                                   "mqtt_tls_hostname": "fog1.lan"})
+    assert errors == []
+    assert (cfg["mqtt_cafile"], cfg["mqtt_certfile"], cfg["mqtt_keyfile"], cfg["mqtt_tls_hostname"]) == (
+        "fog-ca.pem", "client.crt", "client.key", "fog1.lan")
+
+
+def test_tls_errors_name_the_key_and_the_rule():
+    _, errors = config.validate({**GOOD, "mqtt_tls": "yes", "mqtt_cafile": "../etc/ca.crt",
+                                 "mqtt_certfile": "config.json", "mqtt_tls_hostname": "fog 1"})
+    text = "\n".join(errors)
+    assert "mqtt_tls: must be true or false" in text
+    assert "mqtt_cafile: must be a file name next to config.json on the board" in text and "'../etc/ca.crt'" in text
+    assert "mqtt_certfile: must be a file name" in text  # config.json is the board's own
+    assert "mqtt_certfile, mqtt_keyfile: mutual TLS needs both" in text
+    assert "mqtt_tls_hostname: must be the host name (or IP address) in the broker's certificate" in text
+    _, errors = config.validate({**GOOD, "mqtt_tls": True, "mqtt_certfile": "ca.crt", "mqtt_keyfile": ".key"})
+    text = "\n".join(errors)
+    assert "mqtt_certfile: must differ from the other certificate files, got 'ca.crt'" in text
+    assert "mqtt_keyfile: must be a file name" in text
+
+
+def test_tls_keys_without_mqtt_tls_are_a_mistake_not_silently_plain():
+    _, errors = config.validate({**GOOD, "mqtt_certfile": "client.crt", "mqtt_keyfile": "client.key",
+                                 "mqtt_tls_hostname": "fog1.lan"})
+    assert sorted(e.split(":")[0] for e in errors) == ["mqtt_certfile", "mqtt_keyfile", "mqtt_tls_hostname"]
+    assert all("only used with mqtt_tls true" in e for e in errors)
+
+
+def test_tls_needs_ntp_because_certificate_dates_are_checked():
+    _, errors = config.validate({**GOOD, "mqtt_tls": True, "ntp_host": ""})
+    assert len(errors) == 1 and errors[0].startswith("ntp_host: must be set with mqtt_tls")
+    _, errors = config.validate({**GOOD, "ntp_host": ""})  # plain MQTT: the RTC may do
+    assert errors == []

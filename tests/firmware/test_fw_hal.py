@@ -131,8 +131,9 @@ def test_boot_id_is_8_lowercase_hex():
 
 
 class FakeUmqtt:
-    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0):
+    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
         self.args = (client_id, server, port, user, password, keepalive)
+        self.ssl = ssl
         self.will = None
         self.fail = None
 
@@ -197,3 +198,30 @@ def test_wifi_connect_is_non_blocking():
     b.wifi_connect()
     assert b._wlan.connects == [("lab", "secret")]
     assert b.wifi_connected()
+
+
+def test_tls_context_on_cpythons_ssl_names_the_file_it_cannot_use(tmp_path):
+    # The emulator's meters use CPython's ssl through the same code: the files are looked
+    # up next to config.json (fs_root), and an unusable one is named by its config key.
+    cfg = make_cfg(mqtt_tls=True, mqtt_cafile="ca.crt")
+    b = Board(cfg, machine=MachineNoCounter(), clock=UnixClock(), mqtt_client=FakeUmqtt, fs_root=str(tmp_path))
+    with pytest.raises(OSError, match="mqtt_cafile ca.crt"):
+        b.mqtt_connect("aquafog/m0001/status", "will", lambda t, m: None)
+    (tmp_path / "ca.crt").write_text("not a certificate\n")
+    with pytest.raises(OSError, match="mqtt_cafile ca.crt"):
+        b.mqtt_connect("aquafog/m0001/status", "will", lambda t, m: None)
+    assert not b.mqtt_connected()
+
+
+def test_tls_context_on_cpythons_ssl_requires_the_certificate_and_checks_the_name(tmp_path):
+    import ssl
+
+    from provisioning import tls as devca
+
+    devca.make_ca(tmp_path)
+    cfg = make_cfg(mqtt_tls=True, broker_host="127.0.0.1", mqtt_tls_hostname="fog1.lan")
+    b = Board(cfg, machine=MachineNoCounter(), clock=UnixClock(), mqtt_client=FakeUmqtt, fs_root=str(tmp_path))
+    b.mqtt_connect("aquafog/m0001/status", "will", lambda t, m: None)
+    tls = FakeUmqtt.last.ssl
+    assert tls.ctx.verify_mode == ssl.CERT_REQUIRED and tls.ctx.check_hostname
+    assert tls.ctx.cert_store_stats()["x509_ca"] == 1 and tls.name == "fog1.lan"

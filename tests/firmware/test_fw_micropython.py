@@ -10,7 +10,7 @@ import pytest
 
 FIRMWARE = pathlib.Path(__file__).resolve().parents[2] / "firmware"
 SOURCES = sorted(FIRMWARE.rglob("*.py"))
-HARDWARE_MODULES = {"machine", "network", "umqtt", "esp32", "time", "utime", "socket", "usocket"}
+HARDWARE_MODULES = {"machine", "network", "umqtt", "esp32", "time", "utime", "socket", "usocket", "ssl", "ussl", "tls"}
 UNAVAILABLE = {"typing", "dataclasses", "enum", "abc", "collections", "decimal", "fractions", "threading", "pathlib"}
 
 
@@ -67,8 +67,8 @@ def test_no_syntax_or_imports_micropython_lacks(path):
 
 
 def test_static_check_catches_violations():
-    text = 'import time\nfrom typing import List\nx: int = 1\ny = f"{x}"\nz = 0.5\n'
+    text = 'import time\nfrom typing import List\nx: int = 1\ny = f"{x}"\nz = 0.5\nimport ssl\n'
     kinds = " ".join(_problems(text, "aquameter/register.py"))
-    assert "hardware import time" in kinds and "import typing" in kinds
+    assert "hardware import time" in kinds and "hardware import ssl" in kinds and "import typing" in kinds
     assert "annotation" in kinds and "f-string" in kinds and "float literal" in kinds
     assert "hardware import" not in " ".join(_problems("import time\n", "aquameter/hal.py"))
