@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--k-factor", help="pulses per litre of the flow sensor (firmware default 450)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config.json key, VALUE as JSON (e.g. report_interval_s=300); repeatable")
+    m.add_argument("--tls-ca", metavar="FILE",
+                   help="MQTT over TLS: the CA certificate (PEM) that signed the broker's; copied as ca.crt next to "
+                        "config.json (give --broker-port of the TLS listener, e.g. 8883)")
+    m.add_argument("--tls-client-certs", metavar="DIR",
+                   help="mutual TLS: a `tls ca` folder; each meter gets its own client.crt and client.key (CN = its "
+                        "id); its ca.crt is the CA unless --tls-ca")
+    m.add_argument("--tls-hostname", metavar="NAME",
+                   help="the name in the broker's certificate when --broker-host is another (an IP address)")
     m.add_argument("--skip-existing", action="store_true",
                    help="leave already provisioned meters alone instead of refusing (finish an interrupted batch)")
     _add_broker_args(m)
@@ -119,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _site(args, meter: dict | None = None) -> site.Site:
     keys = ["passwd_file", "acl_file", "topic_root", "meters_dir"]
     if args.command == "meter":
-        keys += ["wifi_ssid", "wifi_password", "broker_host", "broker_port", "gateway_config", "db", "label"]
+        keys += ["wifi_ssid", "wifi_password", "broker_host", "broker_port", "gateway_config", "db", "label",
+                 "tls_ca", "tls_client_certs", "tls_hostname"]
     flags = {k: getattr(args, k) for k in keys}
     flags["meter"] = meter or {}
     return site.load(args.site, flags)
@@ -150,6 +159,10 @@ def cmd_meter(args) -> int:
         return 0
     first = changed[0]
     print(f"  config.json  {_show(cfg.meters_dir)}/<id>/config.json, mode 0600 (it holds the meter's password)")
+    if cfg.tls_ca or cfg.tls_client_certs:
+        mutual = ", client.crt, client.key (mutual TLS)" if cfg.tls_client_certs else ""
+        print(f"  TLS          mqtt_tls on; next to each config.json: ca.crt{mutual}; make flash copies them. "
+              f"broker_port {cfg.broker_port} must be the broker's TLS listener")
     print(f"  broker       password file {_show(cfg.passwd_file)}; ACL {_show(cfg.acl_file)} "
           f"({'meter patterns added' if run.acl_changed else 'meter patterns already present'})")
     print(f"  gateway      {len(run.registered)} registered in {_show(run.db_path)}"

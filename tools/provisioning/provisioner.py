@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ProvisionError, acl, files, identity, meterconfig, mosquitto
+from . import ProvisionError, acl, files, identity, meterconfig, metertls, mosquitto
 from .site import Site, require
 
 
@@ -116,6 +116,7 @@ def provision_meters(site: Site, ids: list[str], rotate: bool = False, skip_exis
     passwd = _broker_files(site)
     db = gateway_store(site)
     _check_meters_dir(site.meters_dir)
+    tls = metertls.from_site(site)
     if reload_pid:
         mosquitto.check_reload_target(reload_pid)
     run = MeterRun(db_path=db)
@@ -165,6 +166,9 @@ def provision_meters(site: Site, ids: list[str], rotate: bool = False, skip_exis
                 hints.append("--skip-existing provisions only the new ones")
             raise ProvisionError(f"{len(problems)} meter(s) cannot be provisioned:", problems,
                                  hint="; ".join(hints + ["nothing was changed"]))
+        if tls is not None:  # new meters and rotated ones alike: a rotation can turn TLS on
+            for cfg in todo.values():
+                cfg.update(tls.settings())
         meterconfig.check_all(todo)
 
         new_acl = acl.ensure(acl_text, site.topic_root)
@@ -189,6 +193,13 @@ def provision_meters(site: Site, ids: list[str], rotate: bool = False, skip_exis
                 raise ProvisionError(f"cannot write {meterconfig.config_path(site.meters_dir, m)}: {exc.strerror}",
                                      done=done + _finished(finished),
                                      hint=f"fix the cause, then {again}") from None
+            if tls is not None:  # before config.json: it marks a meter whose files are all there
+                try:
+                    metertls.write_files(tls, staged.path.parent, m)
+                except (OSError, ProvisionError) as exc:
+                    staged.discard()
+                    raise ProvisionError(f"cannot write the TLS files of meter {m}: {exc}",
+                                         done=done + _finished(finished), hint=f"fix the cause, then {again}") from None
             try:
                 passwd.set(m, cfg["mqtt_password"])
             except ProvisionError as exc:

@@ -31,11 +31,17 @@ SITE_KEYS = {
     "meters_dir": ("firmware/meters", "where <id>/config.json is written (git-ignored)"),
     "label": (None, "a label stored with the meters at the gateway (an address, a street)"),
     "meter": ({}, "a table of further config.json keys for every meter (k_factor, pins, ...)"),
+    "tls_ca": (None, "MQTT over TLS: the CA certificate (PEM) the meters trust, copied next to config.json"),
+    "tls_client_certs": (None, "mutual TLS: a `provision.py tls ca` folder that issues each meter a certificate"),
+    "tls_hostname": (None, "the name in the broker's certificate, when broker_host is another (firmware default: "
+                           "broker_host)"),
 }
-PATH_KEYS = ("gateway_config", "db", "passwd_file", "acl_file", "meters_dir")
+PATH_KEYS = ("gateway_config", "db", "passwd_file", "acl_file", "meters_dir", "tls_ca", "tls_client_certs")
 # Keys the firmware reads that come from the site's top level, and keys only the tool sets.
 TOP_LEVEL_METER_KEYS = ("wifi_ssid", "wifi_password", "broker_host", "broker_port", "topic_root")
 TOOL_METER_KEYS = ("meter_id", "mqtt_user", "mqtt_password")
+# config.json keys of MQTT over TLS: from tls_ca, tls_client_certs and tls_hostname
+TLS_METER_KEYS = ("mqtt_tls", "mqtt_cafile", "mqtt_certfile", "mqtt_keyfile", "mqtt_tls_hostname")
 
 
 @dataclass
@@ -52,6 +58,9 @@ class Site:
     meters_dir: Path = DEFAULT_METERS_DIR
     label: str | None = None
     meter: dict = field(default_factory=dict)
+    tls_ca: Path | None = None
+    tls_client_certs: Path | None = None
+    tls_hostname: str | None = None
 
     def meter_settings(self) -> dict:
         """What every meter's config.json gets besides its identity."""
@@ -111,9 +120,15 @@ def load(site_file: str | Path | None, flags: dict) -> Site:
     for k in meter:
         if k in TOOL_METER_KEYS:
             errors.append(f"meter.{k}: set by the provisioning tool for each meter; remove it")
+        elif k in TLS_METER_KEYS:
+            errors.append(f"meter.{k}: give tls_ca (and tls_client_certs, tls_hostname) instead: the tool copies the "
+                          "files next to config.json and sets the keys")
         elif k in TOP_LEVEL_METER_KEYS:
             errors.append(f"meter.{k}: give it at the top level of the site file (or as --{k.replace('_', '-')})")
-    values["meter"] = {k: v for k, v in meter.items() if k not in TOOL_METER_KEYS + TOP_LEVEL_METER_KEYS}
+    values["meter"] = {k: v for k, v in meter.items()
+                       if k not in TOOL_METER_KEYS + TOP_LEVEL_METER_KEYS + TLS_METER_KEYS}
+    if values["tls_hostname"] is not None and not isinstance(values["tls_hostname"], str):
+        errors.append(f"tls_hostname: must be a string, got {values['tls_hostname']!r}")
     if values["label"] is not None and not isinstance(values["label"], str):
         errors.append(f"label: must be a string, got {values['label']!r}")
     if errors:
