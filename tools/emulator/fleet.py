@@ -577,12 +577,16 @@ class Fleet:
                  k_factor: float = 450, topic_root: str = "aquafog", fs_root: str | Path | None = None,
                  mqtt_password: str | Callable[[str], str] = "", workers: int = 4,
                  config_overrides: dict | None = None, horizon_s: float = 600.0,
-                 reed: ReedContact | None = None, profiles: dict[str, Profile] | None = None):
+                 reed: ReedContact | None = None, profiles: dict[str, Profile] | None = None,
+                 board_files: dict | Callable[[str], dict] | None = None):
         """`start_epoch` defaults to a time that the simulated clock reaches real now only
         after `horizon_s` real seconds; from then on it runs at real time (never ahead of
         real now: the gateway rejects readings from the future). `reed`: how the contacts
         of meters that count by interrupt (pulse_min_gap_ms > 0) bounce. `profiles`: meters whose
-        household is given (a steady leak makes water flow at once), the rest as assign_profiles."""
+        household is given (a steady leak makes water flow at once), the rest as assign_profiles.
+        `board_files`: files put next to each meter's config.json before it first boots, as
+        `make flash` copies them (a TLS meter's CA, its certificate and key): {name: bytes or a
+        path}, or callable(meter_id) -> such a dict."""
         if start_epoch is None:
             start_epoch = int(time.time() - (speed - 1.0) * horizon_s - 5)
         self.host, self.port = host, port
@@ -610,6 +614,9 @@ class Fleet:
                 raise ValueError("meter %s: %s" % (mid, "; ".join(errors)))
             fs_dir = self.fs_root / mid
             fs_dir.mkdir(parents=True, exist_ok=True)
+            files = board_files(mid) if callable(board_files) else (board_files or {})
+            for name, data in files.items():
+                (fs_dir / name).write_bytes(data if isinstance(data, bytes) else Path(data).read_bytes())
             usage = MeterUsage(mid, seed, self.profiles[mid], start_epoch)
             self._meters[mid] = EmulatedMeter(self, mid, cfg, usage, fs_dir)
         self._started = False

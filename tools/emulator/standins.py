@@ -8,6 +8,12 @@ The MQTT client has umqtt.simple's API and blocking behaviour (connect waits for
 CONNACK, a QoS 1 publish waits for PUBACK, check_msg delivers at most one message to
 the callback in the caller's thread) on top of paho-mqtt 2.x: one real connection and
 client id per meter, its network loop on a paho thread.
+
+TLS: the HAL hands the client what it hands umqtt.simple, an object whose
+wrap_socket(sock, server_hostname=...) does the handshake with CPython's ssl (the
+SSLContext the HAL built from the meter's own CA and certificate files). paho calls it
+through _PahoTls, so the handshake, the certificate check and the host name check are
+the firmware's, and a failed one is the OSError umqtt would raise.
 """
 
 from __future__ import annotations
@@ -248,8 +254,7 @@ class MQTTClient:
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None,
                  hooks: MQTTHooks | None = None):
-        if ssl:
-            raise NotImplementedError("TLS is not emulated")
+        self.ssl = ssl  # the HAL's TLS object (umqtt's `ssl`), or None
         self.client_id = client_id.decode() if isinstance(client_id, bytes) else client_id
         self.server = server
         self.port = port or 1883
@@ -289,6 +294,8 @@ class MQTTClient:
         c.on_message = self._on_message
         c.on_publish = self._on_ack
         c.on_subscribe = self._on_ack
+        if self.ssl:
+            c.tls_set_context(_PahoTls(self.ssl))
         self._paho = c
         try:
             c.connect(self.server, self.port, keepalive=self.keepalive or IDLE_KEEPALIVE_S)
@@ -425,6 +432,25 @@ class MQTTClient:
         with self._cond:
             self._acked.add(mid)
             self._cond.notify_all()
+
+
+class _PahoTls:
+    """paho's TLS context, made of the firmware's: paho calls wrap_socket(sock,
+    server_hostname=host, do_handshake_on_connect=False) and then do_handshake(); umqtt's
+    `ssl` object does the handshake in wrap_socket (a blocking socket, as on the board)
+    and checks the certificate and the name. A handshake that fails closes the socket."""
+
+    check_hostname = True  # the firmware's context checked the name; paho must not check another
+
+    def __init__(self, fw_ssl):
+        self._fw = fw_ssl
+
+    def wrap_socket(self, sock, server_hostname=None, do_handshake_on_connect=True):
+        try:
+            return self._fw.wrap_socket(sock, server_hostname=server_hostname)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def _s(x) -> str:
