@@ -195,8 +195,11 @@ def test_a_full_disk_holds_the_batch_unacknowledged_and_it_lands_when_space_retu
         deadline = time.time() + 5
         while h.writer.stats.store_error is None and time.time() < deadline:
             time.sleep(0.01)
-        assert "full" in h.writer.stats.store_error
+        err = h.writer.stats.store_error
+        # what went wrong, where, and what to do
+        assert "database or disk is full" in err and str(tmp_path / "gw.db") in err and "free space" in err, err
         assert h.pipe.acks == [] and h.db(text("select count(*) from readings")) == [(0,)]
+        assert h.writer.stats.uncommitted == 2000 and h.writer.stats.uncommitted_since_ms is not None
 
         def space(conn):
             conn.exec_driver_sql("pragma max_page_count = 1073741823")
@@ -205,6 +208,7 @@ def test_a_full_disk_holds_the_batch_unacknowledged_and_it_lands_when_space_retu
         h.settle()
         assert h.db(text("select count(*), max(ml) from readings")) == [(2000, 1999)]
         assert h.writer.stats.store_error is None
+        assert h.writer.stats.uncommitted == 0 and h.writer.stats.uncommitted_since_ms is None
     finally:
         h.stop()
 

@@ -58,6 +58,7 @@ class Receiver:
         self.stopping = threading.Event()
         self.gen = 0
         self.send_lock = threading.Lock()
+        self.core_gone = False
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv5,
                         manual_ack=True)
         if s.username:
@@ -70,17 +71,46 @@ class Receiver:
         c.on_message = self._on_message
         self.client = c
 
-    def _send(self, item) -> None:
+    def _send(self, item) -> bool:
+        """Hand an item to the core; False once the core is gone (its pipe broke)."""
         with self.send_lock:
-            self.to_core.send(item)
+            if self.core_gone:
+                return False
+            try:
+                self.to_core.send(item)
+                return True
+            except OSError:  # BrokenPipeError: the core died (kill -9, OOM) before us
+                self._core_lost()
+                return False
+
+    def _core_lost(self) -> None:
+        """The core process is gone: stop without a traceback; what we hold was never acked,
+        so the broker keeps it in the gateway's session for the next start."""
+        if not self.core_gone:
+            self.core_gone = True
+            log.error("the gateway's core process is gone: disconnecting; the broker keeps every message the "
+                      "gateway has not acknowledged and delivers it again when the gateway starts")
+        self.stopping.set()
+        self.wake.set()
 
     # paho thread ----------------------------------------------------------
-    def _on_connect(self, client, _u, _flags, reason_code, _props) -> None:
+    def _on_connect(self, client, _u, flags, reason_code, _props) -> None:
         if reason_code.is_failure:
             log.error("broker refused the gateway's connection: %s", reason_code)
             self._send(("rx", "refused", str(reason_code)))
             return
         self.gen += 1
+        if flags.session_present:
+            log.info("connected to the broker at %s:%s: session resumed (what it queued for the gateway follows)",
+                     self.s.host, self.s.port)
+        elif self.gen > 1:
+            log.warning("reconnected to the broker at %s:%s but it kept no session for the gateway: what it queued "
+                        "while the link was down is gone from the broker (its persistence was off, or it was "
+                        "killed before saving); meters send again whatever the gateway has not acknowledged",
+                        self.s.host, self.s.port)
+        else:
+            log.info("connected to the broker at %s:%s: new session (the broker held nothing for the gateway)",
+                     self.s.host, self.s.port)
         client.subscribe([(t, 1) for t in self.s.subscriptions])
         self._send(("rx", "connected", self.gen))
 
@@ -106,7 +136,8 @@ class Receiver:
             time.sleep(FLUSH_EVERY_S)  # let a burst gather into one pipe message
             while inbox:
                 n = min(len(inbox), FLUSH_MAX)
-                self._send(("msgs", [popleft() for _ in range(n)]))
+                if not self._send(("msgs", [popleft() for _ in range(n)])):
+                    return
 
     # ack thread: PUBACK what the core has committed ------------------------
     def _acks(self) -> None:
@@ -122,7 +153,7 @@ class Receiver:
                 elif item[0] == "stop":
                     break
         except (EOFError, OSError):
-            pass  # the core is gone: stop too
+            self._core_lost()  # the core is gone: stop too
         self.stopping.set()
         self.wake.set()
 

@@ -139,6 +139,10 @@ class Gateway:
                 "batch_latency_ms_p50": lat[len(lat) // 2] if lat else None,
                 "batch_latency_ms_max": lat[-1] if lat else None,
                 "queue_depth": self.events.qsize(),
+                # received, not yet on disk: neither PUBACKed to the broker nor acked to the meters
+                "uncommitted": s.uncommitted,
+                "uncommitted_age_ms": None if s.uncommitted_since_ms is None
+                else max(0, int(time.time() * 1000) - s.uncommitted_since_ms),
             },
             "live": self.live_hub.stats(),
         }

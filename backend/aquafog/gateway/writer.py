@@ -24,6 +24,7 @@ import time
 from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -66,6 +67,9 @@ class IngestStats:
     resets: int = 0
     rejected: int = 0
     store_error: str | None = None
+    # messages taken into the open batch: received, not yet on disk, so not acknowledged
+    uncommitted: int = 0
+    uncommitted_since_ms: int | None = None  # when the oldest of them arrived
     batch_latency_ms: deque = field(default_factory=lambda: deque(maxlen=200))
 
 
@@ -159,7 +163,9 @@ class Writer(threading.Thread):
                     if kind == "msgs":
                         if not batch:
                             deadline = time.monotonic() + max_delay
+                            self.stats.uncommitted_since_ms = item[1][0][5] if item[1] else None
                         batch.extend(item[1])
+                        self.stats.uncommitted = len(batch)
                         if any(m[3].endswith(URGENT_SUFFIX) for m in item[1]):
                             # an operator is waiting for this valve's answer: commit soon
                             deadline = min(deadline, time.monotonic() + URGENT_DELAY_S)
@@ -174,6 +180,7 @@ class Writer(threading.Thread):
                 if batch and (len(batch) >= max_rows or now >= deadline) and now >= self._retry_at:
                     if self._commit(batch):
                         batch = []
+                        self.stats.uncommitted, self.stats.uncommitted_since_ms = 0, None
                 if self._ack_pending and now >= self._ack_flush_at:
                     self._send_acks([], now)
                 if now >= next_sweep:
@@ -232,9 +239,9 @@ class Writer(threading.Thread):
                 (answered, acked), publishes = self._replay_one_by_one(msgs)
         except OperationalError as exc:
             self.acc.states.clear()  # in-memory state ran ahead of the rolled-back store
-            self.stats.store_error = f"store write failed: {exc.orig or exc}"
-            log.error("%s; keeping %d messages and retrying in %.1f s", self.stats.store_error, len(msgs),
-                      self._retry_delay)
+            self.stats.store_error = store_problem(exc, self.cfg.db_path)
+            log.error("%s; keeping %d messages unacknowledged (the broker and the meters hold them too) and "
+                      "retrying in %.1f s", self.stats.store_error, len(msgs), self._retry_delay)
             self._retry_at = time.monotonic() + self._retry_delay
             self._retry_delay = min(self._retry_delay * 2, 10.0)
             return False
@@ -556,6 +563,25 @@ class Writer(threading.Thread):
             live.publish(meter, "reading", reading_event(d, m[5], False, False))
         if len(self._live_last) > 1000:
             self._live_last = {k: v for k, v in self._live_last.items() if live.watches(k)}
+
+
+def store_problem(exc: OperationalError, db_path: str) -> str:
+    """What a failed store write means for the operator: what went wrong, where, what to do."""
+    err = str(exc.orig or exc)
+    low = err.lower()
+    where = Path(db_path).expanduser().resolve()
+    if "full" in low:
+        hint = (f"the disk holding {where} is full: free space on it (df -h {where.parent}); "
+                "ingest resumes by itself once there is room")
+    elif "i/o" in low:
+        hint = f"the disk holding {where} failed a read or write: check it (dmesg, its free space, its health)"
+    elif "readonly" in low or "read-only" in low:
+        hint = f"{where} (or its directory) is read-only for the gateway's user: make it writable"
+    elif "locked" in low or "busy" in low:
+        hint = f"another process holds {where} locked: stop it (only one gateway may use a store)"
+    else:
+        hint = f"check {where} and the disk holding it"
+    return f"store write failed ({err}): {hint}. Nothing is acknowledged meanwhile: no reading is lost"
 
 
 def _now_ms() -> int:
