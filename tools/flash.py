@@ -12,7 +12,9 @@
    import umqtt.simple, and what /aquameter holds.
 4. In one more mpremote session: remove stale files from /aquameter (a stale .py would
    shadow the new .mpy), copy the .mpy files to /aquameter/, main.py (MicroPython only
-   runs main.py as source) and the config as /config.json, then hard-reset the board.
+   runs main.py as source) and the config as /config.json (with mqtt_tls, also the
+   certificate files it names, next to it: checked to be there and PEM first, and the
+   board must have ssl.SSLContext), then hard-reset the board.
 
 What the meter writes itself (state.json: its register and valve state; ring.bin: its
 unsent readings) and /lib are never touched. mpremote runs with `resume`, so the board
@@ -67,7 +69,12 @@ try:
     _aq_mq = True
 except ImportError:
     _aq_mq = False
-print('%s', repr({'version': tuple(sys.implementation.version[:3]), 'umqtt': _aq_mq,
+try:
+    import ssl  # every MicroPython >= 1.23 ssl has SSLContext
+    _aq_ssl = True
+except ImportError:
+    _aq_ssl = False
+print('%s', repr({'version': tuple(sys.implementation.version[:3]), 'umqtt': _aq_mq, 'ssl': _aq_ssl,
                   'root': _aq_ls('/'), 'aquameter': _aq_ls('/aquameter')}))
 """ % PROBE_MARK
 
@@ -84,6 +91,7 @@ class BoardInfo:
     has_umqtt: bool
     root: dict  # name -> 0x4000 (directory) or 0x8000 (file)
     aquameter: dict | None  # None: /aquameter does not exist
+    has_ssl: bool = False  # ssl.SSLContext (MicroPython >= 1.23 with TLS built in)
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -113,6 +121,28 @@ def meter_config(meters_dir: Path, meter: str) -> Path:
         raise FlashError(EXIT_INPUT, "%s has problems (the meter would refuse to start):\n  %s"
                          % (path, "\n  ".join(problems)))
     return path
+
+
+def tls_files(config: Path) -> list[Path]:
+    """The certificate files a mqtt_tls config names (mqtt_cafile, mqtt_certfile, mqtt_keyfile),
+    next to it: each must be there and be PEM, or nothing is flashed."""
+    raw = json.loads(config.read_text(encoding="utf-8"))
+    if raw.get("mqtt_tls") is not True:
+        return []
+    names = [raw.get("mqtt_cafile", "ca.crt")] + [raw[k] for k in ("mqtt_certfile", "mqtt_keyfile") if raw.get(k)]
+    out, problems = [], []
+    for name in names:
+        p = config.parent / name
+        if not p.is_file():
+            problems.append("%s: missing (config.json names it for MQTT over TLS)" % p)
+        elif b"-----BEGIN " not in p.read_bytes()[:4096]:
+            problems.append("%s: not a PEM file" % p)
+        out.append(p)
+    if problems:
+        raise FlashError(EXIT_INPUT, "the meter's TLS files are not usable (nothing was sent to the board):\n  %s\n"
+                                     "Write them with python tools/provision.py meter %s --rotate-password --tls-ca "
+                                     "CA.crt ... (or copy them there)" % ("\n  ".join(problems), raw.get("meter_id")))
+    return out
 
 
 def _validate_with_firmware(raw: dict) -> list[str]:
@@ -216,14 +246,15 @@ def parse_probe(output: str, port: str) -> BoardInfo:
                 d = ast.literal_eval(line[len(PROBE_MARK) + 1:].strip())
                 return BoardInfo(version=tuple(d["version"]), has_umqtt=bool(d["umqtt"]),
                                  root=dict(d["root"] or []),
-                                 aquameter=None if d["aquameter"] is None else dict(d["aquameter"]))
+                                 aquameter=None if d["aquameter"] is None else dict(d["aquameter"]),
+                                 has_ssl=bool(d.get("ssl", False)))
             except (ValueError, SyntaxError, KeyError, TypeError):
                 break
     raise FlashError(EXIT_BOARD, "the board at %s gave an unexpected answer (is it running MicroPython?):\n%s"
                      % (port, output.strip()))
 
 
-def check_ready(board: BoardInfo, port: str, meter: str, install_umqtt: bool) -> None:
+def check_ready(board: BoardInfo, port: str, meter: str, install_umqtt: bool, tls: bool = False) -> None:
     if board.version[:2] < MIN_MICROPYTHON:
         raise FlashError(EXIT_NOT_READY, (
             "the board runs MicroPython {have}; the firmware needs {need} or newer (machine.Counter).\n"
@@ -232,6 +263,11 @@ def check_ready(board: BoardInfo, port: str, meter: str, install_umqtt: bool) ->
     if board.root.get("aquameter", S_IFDIR) != S_IFDIR:
         raise FlashError(EXIT_BOARD, "/aquameter on the board is a file, not a directory: remove it with\n"
                                      "  python -m mpremote connect %s fs rm :aquameter\nand run make flash again" % port)
+    if tls and not board.has_ssl:
+        raise FlashError(EXIT_NOT_READY, (
+            "the meter's config.json says mqtt_tls, but the board's MicroPython has no ssl.SSLContext.\n"
+            "Install an official ESP32_GENERIC build (TLS is built in): firmware/README.md#flashing-a-meter.\n"
+            "Nothing was changed on the board."))
     if not board.has_umqtt and not install_umqtt:
         raise FlashError(EXIT_NOT_READY, (
             "the board cannot import umqtt.simple, which the firmware needs. Install it once (the laptop\n"
@@ -239,8 +275,9 @@ def check_ready(board: BoardInfo, port: str, meter: str, install_umqtt: bool) ->
             "Nothing was changed on the board.").format(cmd=UMQTT_INSTALL.format(port=port), p=port, m=meter))
 
 
-def upload_args(board: BoardInfo, compiled: list[Path], config: Path) -> list[str]:
-    """mpremote arguments that make the board's firmware exactly `compiled` + main.py + config."""
+def upload_args(board: BoardInfo, compiled: list[Path], config: Path, extra: list[Path] = ()) -> list[str]:
+    """mpremote arguments that make the board's firmware exactly `compiled` + main.py + config
+    (+ `extra`, the TLS files, next to config.json)."""
     wanted = {p.name for p in compiled}
     present = board.aquameter or {}
     stale_files = sorted(n for n, kind in present.items() if n not in wanted and kind != S_IFDIR)
@@ -255,6 +292,8 @@ def upload_args(board: BoardInfo, compiled: list[Path], config: Path) -> list[st
     args += ["fs", "cp", *[str(p) for p in compiled], ":aquameter/", "+"]
     args += ["fs", "cp", str(FIRMWARE / "main.py"), ":main.py", "+"]
     args += ["fs", "cp", str(config), ":config.json", "+"]
+    for p in extra:
+        args += ["fs", "cp", str(p), ":" + p.name, "+"]
     args += ["reset"]
     return args
 
@@ -281,21 +320,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def flash(port: str, meter: str, meters_dir: Path, install_umqtt: bool, probe_timeout: float) -> None:
     config = meter_config(meters_dir, meter)
+    extra = tls_files(config)
     check_port(port, meter)
     with tempfile.TemporaryDirectory(prefix="aquafog-flash-") as tmp:
         compiled = compile_firmware(Path(tmp))
         board = Mpremote(port, probe_timeout)
         info = board.probe()
-        check_ready(info, port, meter, install_umqtt)
+        check_ready(info, port, meter, install_umqtt, tls=bool(extra))
         if not info.has_umqtt:
             print("installing umqtt.simple on the board (mpremote mip, needs internet)")
             board.upload(["mip", "install", "umqtt.simple"])
-        board.upload(upload_args(info, compiled, config))
-    kept = [n + ("/" if kind == S_IFDIR else "") for n, kind in sorted(info.root.items())
-            if n not in ("aquameter", "main.py", "config.json")]
-    print("flashed meter %s on %s: %d modules, main.py, config.json; kept %s. The board is restarting;\n"
+        board.upload(upload_args(info, compiled, config, extra))
+    ours = {"aquameter", "main.py", "config.json"} | {p.name for p in extra}
+    kept = [n + ("/" if kind == S_IFDIR else "") for n, kind in sorted(info.root.items()) if n not in ours]
+    print("flashed meter %s on %s: %d modules, main.py, config.json%s; kept %s. The board is restarting;\n"
           "watch it with: python -m mpremote connect %s repl"
-          % (meter, port, len(compiled), ", ".join(kept) or "nothing else", port))
+          % (meter, port, len(compiled), "".join(", " + p.name for p in extra), ", ".join(kept) or "nothing else",
+             port))
 
 
 def main(argv: list[str] | None = None) -> int:

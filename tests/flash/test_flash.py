@@ -285,3 +285,58 @@ def test_help_documents_the_exit_codes():
     result = flash_py("--help")
     assert result.returncode == 0
     assert "Exit codes" in result.stdout and "--install-umqtt" in result.stdout
+
+
+# -- MQTT over TLS: the certificate files go next to config.json ---------------------------------
+PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def tls_meter(meters: Path, mutual: bool = True) -> dict[str, bytes]:
+    path = meters / METER / "config.json"
+    cfg = {**json.loads(path.read_text()), "mqtt_tls": True, "broker_port": 8883}
+    files = {"ca.crt": PEM}
+    if mutual:
+        cfg.update(mqtt_certfile="client.crt", mqtt_keyfile="client.key")
+        files.update({"client.crt": PEM, "client.key": b"-----BEGIN PRIVATE KEY-----\nMIG\n-----END PRIVATE KEY-----\n"})
+    path.write_text(json.dumps(cfg))
+    for name, data in files.items():
+        (meters / METER / name).write_bytes(data)
+    return files
+
+
+def test_a_tls_meter_gets_its_certificate_files_next_to_config_json(start_board, meters, tmp_path):
+    files = tls_meter(meters)
+    board = start_board(dict(METER_WRITTEN), frozen=("ssl",))
+
+    result = flash_py("--meters-dir", str(meters), board.port, METER)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert board.reset_event.wait(10)
+    on_board = tree(board.fs.root)
+    assert {k: on_board[k] for k in files} == files
+    assert on_board["config.json"] == (meters / METER / "config.json").read_bytes()
+    assert "config.json, ca.crt, client.crt, client.key; kept" in result.stdout
+
+
+def test_a_tls_meter_is_not_flashed_onto_a_board_without_ssl(start_board, meters):
+    tls_meter(meters, mutual=False)
+    board = start_board(dict(METER_WRITTEN))  # umqtt in /lib, no ssl
+    result = flash_py("--meters-dir", str(meters), board.port, METER)
+    assert result.returncode == flash.EXIT_NOT_READY
+    assert "mqtt_tls" in result.stderr and "ssl.SSLContext" in result.stderr
+    assert board.written == []
+
+
+def test_missing_or_non_pem_tls_files_stop_before_the_board(meters):
+    tls_meter(meters)
+    (meters / METER / "client.key").unlink()
+    (meters / METER / "ca.crt").write_bytes(b"\x30\x82")
+    with pytest.raises(flash.FlashError) as e:
+        flash.tls_files(meters / METER / "config.json")
+    assert e.value.exit_code == flash.EXIT_INPUT
+    assert "client.key: missing" in str(e.value) and "ca.crt: not a PEM file" in str(e.value)
+    assert "provision.py meter m0007" in str(e.value)
+
+
+def test_a_plain_meter_needs_no_tls_files(meters):
+    assert flash.tls_files(meters / METER / "config.json") == []
