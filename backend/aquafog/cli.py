@@ -149,7 +149,9 @@ def cmd_broker_config(args) -> int:
         return 2
     try:
         text = BrokerConfig(port=None if args.no_plain_listener else args.port, data_dir=Path(args.data_dir),
-                            host=args.host, allow_anonymous=args.allow_anonymous, bridge=bridge, tls=tls).render()
+                            host=args.host, allow_anonymous=args.allow_anonymous, bridge=bridge, tls=tls,
+                            password_file=args.password_file, acl_file=args.acl_file,
+                            service_port=args.service_port).render()
     except ValueError as exc:
         print(f"aquafog broker-config: {exc}", file=sys.stderr)
         return 2
@@ -308,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--data-dir", default="/var/lib/mosquitto")
     b.add_argument("--allow-anonymous", action="store_true", help="dev only: no passwords")
+    b.add_argument("--password-file", help="Mosquitto's password file (tools/provision.py keeps it)")
+    b.add_argument("--acl-file", help="Mosquitto's ACL file (tools/provision.py keeps it)")
+    b.add_argument("--service-port", type=int,
+                   help="a 127.0.0.1 listener for the gateway and tools; on the other listeners a meter's "
+                        "client id is its user name, so no meter can knock another off (README 'Security')")
     b.add_argument("--bridge-region", help="bridge this fog to the cloud under this region (backend/README.md)")
     b.add_argument("--cloud-host", help="the cloud broker the bridge connects to")
     b.add_argument("--cloud-port", type=int, default=1883)

@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from aquafog.broker import LocalBroker
+from aquafog.broker import LocalBroker, free_port
 from aquafog.gateway.local import LocalGateway
 from aquafog.protocol import Topics
 from aquafog.store.engine import open_engine
@@ -99,6 +99,11 @@ class Client:
     def close(self) -> None:
         self.c.disconnect()
         self.c.loop_stop()
+        # Break the cycle (callbacks -> self -> client): freed by reference counting, paho's
+        # __del__ closes its socket pair; freed by a later GC, the pair may be finalized first
+        # and warn (an error in whichever test happens to be running then).
+        self.c.on_connect = self.c.on_subscribe = self.c.on_publish = None
+        self.c.on_disconnect = self.c.on_message = None
 
 
 class Fog:
@@ -119,7 +124,10 @@ class Fog:
             # does): its log and persistence folder must be its own.
             user = pwd.getpwnam("mosquitto")
             os.chown(data_dir, user.pw_uid, user.pw_gid)
+        # user: read the files as the Debian service does (LocalBroker would keep root);
+        # service_port: the gateway's loopback listener, meters' client ids bound to their names
         self.broker = LocalBroker(data_dir, allow_anonymous=False, password_file=self.passwd, acl_file=self.acl,
+                                  user="mosquitto", service_port=free_port(),
                                   extra=["log_type information"])  # "Reloading config." is an info line
         self.site.write_text(f'''wifi_ssid = "pumphouse"
 broker_host = "127.0.0.1"
@@ -153,7 +161,7 @@ meters_dir = "meters"
         return c
 
     def service(self, name: str, **kw) -> Client:
-        c = Client(self.broker.port, name, self.service_password(name), **kw)
+        c = Client(self.broker.service_port, name, self.service_password(name), **kw)
         rc = c.connect()
         assert not rc.is_failure, f"{name}: {rc}"
         return c
@@ -208,8 +216,9 @@ def test_a_provisioned_meters_reading_reaches_the_gateway_account(fog):
     (None, None),       # anonymous
 ])
 def test_wrong_passwords_unknown_users_and_anonymous_clients_are_refused(fog, user, password):
-    rc = Client(fog.broker.port, user, password).connect()
-    assert rc.is_failure and str(rc) == "Not authorized"
+    for port in (fog.broker.port, fog.broker.service_port):  # the meters' listener and the services'
+        rc = Client(port, user, password).connect()
+        assert rc.is_failure and str(rc) == "Not authorized", port
 
 
 def test_a_meter_cannot_use_another_meters_password(fog):
@@ -247,6 +256,23 @@ def test_a_meter_cannot_publish_on_another_meters_topics(fog):
     assert late.until(TOPICS.status("ma"), b"marker") == [(TOPICS.status("ma"), b"marker")]
 
 
+def test_a_meter_cannot_take_over_another_meters_connection(fog):
+    """Mosquitto closes the older of two connections with one client id: with ma's password
+    and mb's client id, an attacker would knock mb off again and again. On the meters'
+    listener a client id is its user name, so the attacker only ever gets "ma"."""
+    mb = keep(fog, fog.meter("mb"))
+    mb.subscribe("aquafog/mb/cmnd/#")
+    keep(fog, fog.meter("ma", client_id="mb"))  # connected (CONNACK): the broker has dealt with it
+    assert mb.publish(TOPICS.reading("mb"), reading(0, 4500)) == "acked"  # "disconnected" if knocked off
+    assert mb.events.empty()
+    gw = keep(fog, fog.service("gateway", client_id="gw-tx"))
+    assert gw.publish(TOPICS.valve_command("mb"), b"marker") == "acked"
+    assert mb.until(TOPICS.valve_command("mb"), b"marker")[-1] == (TOPICS.valve_command("mb"), b"marker")
+    # the services' listener is the one that lets a client choose its id: the gateway's links
+    gw_rx = keep(fog, fog.service("gateway", client_id="gw-rx"))
+    assert gw.publish(TOPICS.valve_command("ma"), b"both") == "acked" and gw_rx.events.empty()
+
+
 def test_a_meter_cannot_read_another_meters_commands_and_the_gateway_commands_a_meter(fog):
     gw = keep(fog, fog.service("gateway", client_id="gw-tx"))
     mb = keep(fog, fog.meter("mb"))
@@ -254,16 +280,13 @@ def test_a_meter_cannot_read_another_meters_commands_and_the_gateway_commands_a_
     ma = keep(fog, fog.meter("ma"))
     # Mosquitto 2.0.11 grants these subscriptions (its ACL file is checked per message, at
     # delivery); what matters is that nothing of mb's reaches ma.
-    ma.subscribe("aquafog/mb/cmnd/#", "aquafog/ma/cmnd/#")
-    snoop = keep(fog, fog.meter("ma", client_id="ma-snoop"))
-    snoop.subscribe("#")
+    ma.subscribe("aquafog/mb/cmnd/#", "aquafog/ma/cmnd/#", "#")
     for_mb = b'{"v":1,"id":"c-5f1a2b3c4d5e6f70","state":"closed"}'
     assert gw.publish(TOPICS.valve_command("mb"), for_mb) == "acked"
     assert gw.publish(TOPICS.ack("mb"), b'{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000}') == "acked"
     assert gw.publish(TOPICS.valve_command("ma"), b"marker") == "acked"
     assert mb.until(TOPICS.valve_command("mb")) == [(TOPICS.valve_command("mb"), for_mb)]
     assert ma.until(TOPICS.valve_command("ma"), b"marker") == [(TOPICS.valve_command("ma"), b"marker")]
-    assert snoop.until(TOPICS.valve_command("ma"), b"marker") == [(TOPICS.valve_command("ma"), b"marker")]
 
 
 def test_service_accounts_are_confined_to_their_role(fog):
@@ -299,7 +322,7 @@ def test_new_and_rotated_passwords_take_effect_after_reload(fog):
 
 
 def test_the_gateway_runs_on_its_account_and_accepts_a_provisioned_meter(fog):
-    gw = LocalGateway(fog.root / "gw", fog.broker.port, db_path=str(fog.db), mqtt_username="gateway",
+    gw = LocalGateway(fog.root / "gw", fog.broker.service_port, db_path=str(fog.db), mqtt_username="gateway",
                       mqtt_password=fog.service_password("gateway"), mqtt_client_id="aquafog-gateway-prov",
                       batch_max_delay_ms=50, ack_interval_ms=100)
     try:
@@ -322,7 +345,7 @@ def test_the_gateway_runs_on_its_account_and_accepts_a_provisioned_meter(fog):
 def test_the_real_firmware_connects_with_its_provisioned_password(fog):
     from emulator import Fleet
 
-    gw = LocalGateway(fog.root / "gw", fog.broker.port, db_path=str(fog.db), mqtt_username="gateway",
+    gw = LocalGateway(fog.root / "gw", fog.broker.service_port, db_path=str(fog.db), mqtt_username="gateway",
                       mqtt_password=fog.service_password("gateway"), mqtt_client_id="aquafog-gateway-prov2",
                       batch_max_delay_ms=50, ack_interval_ms=100)
     fleet = Fleet(fog.broker.host, fog.broker.port, ["ma", "mb"], seed=1, speed=1.0, report_interval_s=2,
