@@ -45,6 +45,7 @@ from aquameter.app import Meter
 from aquameter.hal import Board
 
 from .clock import MicroTime, Rtc, SimClock
+from .netloop import NetLoop
 from .standins import Machine, MachineReset, MQTTClient, MQTTHooks, Network, Ntp
 from .usage import MeterUsage, Profile, assign_profiles
 
@@ -310,7 +311,7 @@ class EmulatedMeter:
 
     def _mqtt_factory(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None):
         hooks = MQTTHooks(wake=self._wake, on_publish=self._on_publish, link_up=lambda: self.link_up,
-                          duplicate=self._duplicate, on_duplicate=self._on_duplicate)
+                          duplicate=self._duplicate, on_duplicate=self._on_duplicate, net=self.fleet.net)
         self.client = MQTTClient(client_id, server, port, user, password, keepalive, ssl, hooks=hooks)
         return self.client
 
@@ -599,6 +600,7 @@ class Fleet:
         self.fs_root = Path(tempfile.mkdtemp(prefix="aquafog-emu-")) if fs_root is None else Path(fs_root)
         self._progress = threading.Condition()
         self.scheduler = Scheduler(self.clock, workers=workers, on_step=self._stepped)
+        self.net = NetLoop()  # every meter's MQTT socket on one epoll thread (netloop.py)
         self.profiles = {**assign_profiles(list(meter_ids), seed), **(profiles or {})}
         self._meters: dict[str, EmulatedMeter] = {}
         for mid in meter_ids:
@@ -624,6 +626,7 @@ class Fleet:
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Fleet":
         self.clock.start()
+        self.net.start()
         self.scheduler.start()
         for m in self._meters.values():
             m.power_on()
@@ -640,6 +643,7 @@ class Fleet:
                 m.halt()
             except Exception:
                 log.exception("meter %s: halt failed", m.id)
+        self.net.stop()  # after the meters' graceful disconnects went out
         if self._own_fs:
             shutil.rmtree(self.fs_root, ignore_errors=True)
 

@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 CONNECT_TIMEOUT_S = 10.0
 PUBACK_TIMEOUT_S = 10.0
+DISCONNECT_TIMEOUT_S = 5.0
 IDLE_KEEPALIVE_S = 60  # real seconds; used when the firmware asks for no keepalive
 
 
@@ -241,12 +242,13 @@ class _Sock:
 class MQTTHooks:
     """What the emulator wants to know from, and inject into, a meter's MQTT client."""
 
-    def __init__(self, wake=None, on_publish=None, link_up=None, duplicate=None, on_duplicate=None):
+    def __init__(self, wake=None, on_publish=None, link_up=None, duplicate=None, on_duplicate=None, net=None):
         self.wake = wake or (lambda: None)  # an inbound message or a lost link: run the meter now
         self.on_publish = on_publish or (lambda topic, payload: None)
         self.link_up = link_up or (lambda: True)
         self.duplicate = duplicate or (lambda: False)  # publish this message twice?
         self.on_duplicate = on_duplicate or (lambda topic, payload: None)  # the copy went out
+        self.net = net  # a netloop.NetLoop serving this client's socket; None: paho's own thread
 
 
 class MQTTClient:
@@ -297,12 +299,18 @@ class MQTTClient:
         if self.ssl:
             c.tls_set_context(_PahoTls(self.ssl))
         self._paho = c
+        net = self.hooks.net
+        if net is not None:
+            net.attach(c)
         try:
             c.connect(self.server, self.port, keepalive=self.keepalive or IDLE_KEEPALIVE_S)
         except (OSError, ValueError) as e:
             self._paho = None
+            if net is not None:
+                net.forget(c)
             raise OSError("connect to %s:%s failed: %s" % (self.server, self.port, e)) from None
-        c.loop_start()
+        if net is None:
+            c.loop_start()
         with self._cond:
             self._cond.wait_for(lambda: self._connack is not None, CONNECT_TIMEOUT_S)
             rc = self._connack
@@ -394,9 +402,16 @@ class MQTTClient:
         self.sock = None
         if c is None:
             return
+        net = self.hooks.net
         if graceful and self._connected:
             c.disconnect()
-        c.loop_stop()
+            if net is not None:  # the loop writes the DISCONNECT, then paho closes the socket
+                with self._cond:
+                    self._cond.wait_for(lambda: not self._connected, DISCONNECT_TIMEOUT_S)
+        if net is None:
+            c.loop_stop()
+        else:
+            net.forget(c)
         if not graceful:
             try:
                 s = c.socket()
