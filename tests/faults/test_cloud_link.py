@@ -143,6 +143,9 @@ def test_cloud_link_down_loses_nothing_and_the_cloud_catches_up(city, tmp_path, 
     for period in ("today", "month"):
         wait_for(lambda p=period: city.cloud_region(p) == fog[p], f"the cloud's {period} to equal the fog's", 30)
     assert fog["month"][0] == len(ids) and fog["month"][1] > before[1]
+    # and the fog hears the city's new mean from the cloud (its region is the whole city here)
+    gw.wait_for(lambda: gw.request("GET", "/city/mean?period=month")[1].get("sum_ml") == fog["month"][1],
+                "the city mean back at the fog", timeout=30)
     cal = Calendar("UTC")
     if cal.keys(int(t0)) == cal.keys(int(now)):  # the whole run in one day: the cloud's figure is every litre
         assert fog["today"][1] == fog["month"][1] == t.persisted_ml
