@@ -9,7 +9,8 @@ reaches the store came out of the broker's persistence file.
 Killed: the broker is killed while the gateway is stopped and readings queue for it, with
 no save since they were queued. The restarted broker has no session for the gateway (its
 log says so), and the readings arrive anyway: the meters still hold them (broker PUBACK is
-not persistence) and send them again.
+not persistence) and send them again. Then it is killed again mid-stream, the gateway
+running: the gateway must notice the lost session and subscribe again.
 """
 
 from __future__ import annotations
@@ -120,10 +121,21 @@ def test_broker_sigkill_meters_send_again_what_it_lost(broker, gateway_factory, 
     seen = len(gw.log())
     gw.start()
     gw.wait_for(lambda: "new session" in gw.log()[seen:], "the gateway's connect to the restarted broker", timeout=20)
+    # again, mid-stream this time: the gateway running, an open batch in its writer
+    h = gw.wait_for(lambda: (lambda c, x: x if c == 200 and x["ingest"]["accepted"] > 0
+                             and x["ingest"]["uncommitted"] >= 5 else None)(*gw.health()),
+                    "an open batch at the gateway", timeout=20)
+    kill9(broker)
+    broker.start()
+    # it must subscribe again on the session-less broker, or nothing more would arrive
+    gw.wait_for(lambda: "kept no session" in gw.log()[seen:] and gw.health()[0] == 200,
+                "the gateway back on the broker that lost its session", timeout=20)
     fleet.wait_until(fleet.clock.now() + 3 * 60, timeout=10)
     fleet.quiesce(timeout=30, freeze=True)
-    t = fault_table(tally("Mosquitto SIGKILL (queue lost), meters resend", fleet, db))
-    t.notes.append(f"{len(lost)} readings the broker had taken were lost with it; the meters sent them again")
+    t = fault_table(tally("Mosquitto SIGKILL (x2: queue lost, mid-stream), meters resend", fleet, db))
+    t.notes.append(f"kill 1: {len(lost)} readings the broker had queued for the stopped gateway were lost with it; "
+                   "the meters sent them again")
+    t.notes.append(f"kill 2: mid-stream, {h['ingest']['uncommitted']} messages uncommitted at the gateway")
     assert fleet.errors == []
     assert t.ok, t
     assert unstored(db, ids, queued) == set()
