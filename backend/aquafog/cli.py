@@ -25,9 +25,15 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
 def cmd_gateway(args) -> int:
     cfg = _config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from sqlalchemy.exc import OperationalError
+
     from .gateway.service import Gateway
+    from .gateway.writer import store_problem
     try:
         gw = Gateway(cfg)
+    except OperationalError as exc:  # e.g. restarted on a full disk: SQLite cannot set up its WAL
+        print(f"aquafog gateway: {store_problem(exc, cfg.db_path, running=False)}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"aquafog gateway: cannot start: {exc}. Is http_port {cfg.http_port} already in use?", file=sys.stderr)
         return 1

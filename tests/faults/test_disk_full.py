@@ -4,7 +4,9 @@ The store lives on its own small tmpfs (mounted here: the test needs root); a fi
 takes every free byte while the meters report. The gateway must say so clearly (log and
 /health: what, where, what to do), keep running, acknowledge nothing it could not store
 (the meters keep those readings), and leave the store sound; once the filler is removed it
-stores everything by itself, every reading once.
+stores everything by itself, every reading once. Then the disk fills again and the gateway
+is restarted on it: it stops in time, and either refuses to start with a line naming the
+store and the disk, or starts and says so in /health; with space back, it catches up.
 """
 
 from __future__ import annotations
@@ -92,9 +94,29 @@ def test_disk_full_then_space_returns(small_disk, gateway_factory, make_fleet, f
 
     filler.unlink()  # space returns
     gw.wait_for(lambda: gw.health()[0] == 200, "the gateway to recover by itself", timeout=30)
+
+    # full again, and the gateway restarted meanwhile (systemd after a crash or a reboot)
+    fleet.wait_until(fleet.clock.now() + 3 * 60, timeout=10)
+    fill(filler)
+    gw.wait_for(full_health, "/health to report the full disk again", timeout=20)
+    assert gw.stop(timeout=20) == 0  # SIGTERM on a full disk: it cannot commit what it holds, and exits anyway
+    try:
+        gw.start(timeout=20)
+    except RuntimeError as exc:  # SQLite could not even set up its write-ahead log: a clear line, no traceback
+        assert "cannot open the store" in str(exc) and str(db) in str(exc) and "Traceback" not in str(exc), exc
+        restart = "refused to start, naming the store and the disk"
+    else:
+        gw.wait_for(full_health, "/health of the gateway started on a full disk", timeout=20)
+        restart = "started, /health naming the full disk"
+        gw.stop(timeout=20)
+    assert integrity(db) == "ok"
+    filler.unlink()
+    gw.start()
+
     fleet.quiesce(timeout=30, freeze=True)
-    t = fault_table(tally("gateway disk full, then space returns", fleet, db))
+    t = fault_table(tally("gateway disk full (x2), then space returns", fleet, db))
     t.notes.append(f"disk {DISK_MB} MiB filled with {size} bytes; the meters held {held} readings while it was full")
+    t.notes.append(f"restarted on the full disk: {restart}")
     assert fleet.errors == []
     assert t.ok, t
     assert integrity(db) == "ok"

@@ -565,8 +565,9 @@ class Writer(threading.Thread):
             self._live_last = {k: v for k, v in self._live_last.items() if live.watches(k)}
 
 
-def store_problem(exc: OperationalError, db_path: str) -> str:
-    """What a failed store write means for the operator: what went wrong, where, what to do."""
+def store_problem(exc: OperationalError, db_path: str, running: bool = True) -> str:
+    """What a failed store write means for the operator: what went wrong, where, what to do
+    (running False: the store could not even be opened at start)."""
     err = str(exc.orig or exc)
     low = err.lower()
     where = Path(db_path).expanduser().resolve()
@@ -581,6 +582,8 @@ def store_problem(exc: OperationalError, db_path: str) -> str:
         hint = f"another process holds {where} locked: stop it (only one gateway may use a store)"
     else:
         hint = f"check {where} and the disk holding it"
+    if not running:
+        return f"cannot open the store ({err}): {hint}, then start the gateway again"
     return f"store write failed ({err}): {hint}. Nothing is acknowledged meanwhile: no reading is lost"
 
 
