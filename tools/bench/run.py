@@ -23,6 +23,12 @@ live     From a meter's publish (QoS 1) to the server-sent event a client of the
          GET /api/v1/meters/<id>/live receives on loopback, with a few hundred other meters
          publishing meanwhile; against the same publish reaching a bare paho subscriber on the
          same broker (tools/bench/live_latency.py).
+load     2,000 emulated meters (real firmware, each its own MQTT connection) reporting every 5 s,
+         and a generator process bursting to 5x their rate for 5 minutes, through a real
+         Mosquitto and gateway: nothing lost (the SQLite file against what was published and the
+         meters' ground truth), RSS of the gateway's processes and Mosquitto over time, and the
+         ingest lag (publish -> persistence ack) before, during and after the burst
+         (tools/bench/load.py; also written to bench-results/load.json).
 heap     The meter firmware's heap in use on real MicroPython (WebAssembly port) after
          main.py's start-up and one reporting cycle, compiled to .mpy as `make flash`
          installs it, against the same from .py sources (tools/bench/heap.py).
@@ -62,6 +68,7 @@ import city_latency  # noqa: E402
 from figures import log, pct  # noqa: E402
 import heap  # noqa: E402
 import live_latency  # noqa: E402
+import load  # noqa: E402
 
 PY = sys.executable
 TOPIC = "aquafog/+/tele/reading"
@@ -328,10 +335,11 @@ def bench_ranking(workdir: Path, meters: int, count: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("ingest", "ranking", "city", "city_latency", "live", "heap"))
+    ap.add_argument("--only", choices=("ingest", "ranking", "city", "city_latency", "live", "load", "heap"))
     ap.add_argument("--readings", type=int, default=200_000)
-    ap.add_argument("--meters", default="1000,10000",
-                    help="meters in the ingest backlog; a comma-separated list runs one benchmark each")
+    ap.add_argument("--meters", default=None,
+                    help="ingest: meters in the backlog, a comma-separated list runs one benchmark each "
+                         "(default 1000,10000); load: emulated meters (default 2000)")
     ap.add_argument("--ranking-meters", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--city-fogs", type=int, default=2, help="city_latency: fogs (each Mosquitto + bridge + gateway)")
@@ -342,6 +350,11 @@ def main() -> int:
     ap.add_argument("--live-samples", type=int, default=300, help="live: readings timed to their SSE event")
     ap.add_argument("--live-meters", type=int, default=300, help="live: other meters publishing meanwhile")
     ap.add_argument("--live-rate", type=float, default=300.0, help="live: their readings per second, in total")
+    ap.add_argument("--interval-s", type=int, default=5, help="load: seconds between a meter's readings")
+    ap.add_argument("--factor", type=float, default=5.0, help="load: the burst's rate over the normal rate")
+    ap.add_argument("--burst-s", type=float, default=300.0, help="load: the burst's length")
+    ap.add_argument("--pre-s", type=float, default=60.0, help="load: normal load before the burst (the reference)")
+    ap.add_argument("--post-s", type=float, default=120.0, help="load: normal load after the burst")
     ap.add_argument("--out", default=str(ROOT / "bench-results" / "bench.json"))
     args = ap.parse_args()
     if not shutil.which("mosquitto_sub"):
@@ -353,7 +366,7 @@ def main() -> int:
         work = Path(tmp)
         if args.only in (None, "ingest"):
             results["ingest"] = []
-            for i, meters in enumerate(int(m) for m in args.meters.split(",")):
+            for i, meters in enumerate(int(m) for m in (args.meters or "1000,10000").split(",")):
                 results["ingest"].append(bench_ingest(work / f"ingest{i}", args.readings, meters))
         if args.only in (None, "ranking"):
             results["ranking"] = bench_ranking(work, args.ranking_meters, args.requests)
@@ -366,6 +379,13 @@ def main() -> int:
         if args.only in (None, "live"):
             results["live"] = live_latency.measure(work / "live", args.live_samples, args.live_meters,
                                                    args.live_rate)
+        if args.only in (None, "load"):
+            results["load"] = load.measure(work / "load", int(args.meters or 2000), args.interval_s, args.factor,
+                                           args.burst_s, args.pre_s, args.post_s)
+            dest = Path(args.out).with_name("load.json")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(json.dumps({"machine": results["machine"], "at": results["at"], **results["load"]},
+                                       indent=2) + "\n")
         if args.only in (None, "heap"):
             results["heap"] = heap.measure()
     out = Path(args.out)
@@ -394,6 +414,9 @@ def main() -> int:
             print(line)
     if "live" in results:
         print(live_latency.row(results["live"]))
+    if "load" in results:
+        for line in load.row(results["load"]):
+            print(line)
     if "heap" in results:
         print(heap.row(results["heap"]))
     print(f"\nwritten to {out}")
