@@ -458,6 +458,7 @@ def measure(workdir: Path, meters: int = 2000, interval_s: int = 5, factor: floa
         prb_out, gen_out = workdir / "probe.json", workdir / "generator.json"
         prb = subprocess.Popen([sys.executable, __file__, "probe", str(broker.port), str(probes),
                                 str(probe_every_s * probes), str(prb_out)])
+        sampler.fixed["probe"] = prb.pid
         t_burst = time.time() + pre_s
         t_end = t_burst + burst_s
         _wait_logging(sampler, t_burst - GEN_LEAD_S, t_burst, t_end)
@@ -468,6 +469,7 @@ def measure(workdir: Path, meters: int = 2000, interval_s: int = 5, factor: floa
         n_run = min(n_gen, max(1, round(extra * interval_s)))
         gen = subprocess.Popen([sys.executable, __file__, "generator", str(broker.port), str(n_run), str(extra),
                                 str(t_burst), str(burst_s), str(gen_out)])
+        sampler.fixed["generator"] = gen.pid
         _wait_logging(sampler, t_end + post_s, t_burst, t_end)
         gen.wait(180)
         if gen.returncode != 0 or not gen_out.exists():
