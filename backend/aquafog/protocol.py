@@ -66,6 +66,7 @@ class Status(NamedTuple):
     boot: str | None
     fw: str | None
     valve: str | None
+    conn: int | None = None  # a birth's connection number, echoed in its answer; None from older firmware
 
 
 class ValveResult(NamedTuple):
@@ -291,7 +292,7 @@ def decode_status(meter: str, payload: bytes, limits: Limits) -> Status | Reject
         return Reject("missing_field", "online", "online is missing")
     if type(online) is not bool:
         return Reject("wrong_type", "online", f"online must be true or false, got {online!r:.40}")
-    boot = fw = valve = None
+    boot = fw = valve = conn = None
     if "boot" in obj:
         boot = _str(obj, "boot", BOOT_RE, "8 lowercase hex digits")
         if type(boot) is Reject:
@@ -305,7 +306,11 @@ def decode_status(meter: str, payload: bytes, limits: Limits) -> Status | Reject
         valve = _enum(obj, "valve", VALVE_STATES)
         if type(valve) is Reject:
             return valve
-    return Status(meter, online, boot, fw, valve)
+        if obj.get("conn") is not None:  # firmware older than conn sends none: answered without it
+            conn = _int(obj, "conn", 0, MAX_SEQ)
+            if type(conn) is Reject:
+                return conn
+    return Status(meter, online, boot, fw, valve, conn)
 
 
 def decode_valve_result(meter: str, payload: bytes, limits: Limits) -> ValveResult | Reject:
@@ -424,7 +429,13 @@ def encode_valve_command(command_id: str, state: str) -> bytes:
     return ('{"v":1,"id":"%s","state":"%s"}' % (command_id, state)).encode()
 
 
-def encode_ack(boot: str | None, seq: int | None, pulses: int, ml: int) -> bytes:
+def encode_ack(boot: str | None, seq: int | None, pulses: int, ml: int, conn: int | None = None) -> bytes:
+    """conn: set in the answer to a birth, the birth's own conn (the meter syncs only on its
+    current connection's); None in the ack of readings."""
     if boot is None:
-        return ('{"v":1,"boot":null,"seq":null,"pulses":%d,"litres":%s}' % (pulses, litres_text(ml))).encode()
-    return ('{"v":1,"boot":"%s","seq":%d,"pulses":%d,"litres":%s}' % (boot, seq, pulses, litres_text(ml))).encode()
+        text = '{"v":1,"boot":null,"seq":null,"pulses":%d,"litres":%s' % (pulses, litres_text(ml))
+    else:
+        text = '{"v":1,"boot":"%s","seq":%d,"pulses":%d,"litres":%s' % (boot, seq, pulses, litres_text(ml))
+    if conn is not None:
+        text += ',"conn":%d' % conn
+    return (text + "}").encode()

@@ -32,6 +32,14 @@ it could be lost while a later one arrives, and the gateway's cumulative ack of 
 later one would free it. The ack also frees what the gateway already has and, right
 after boot, carries the register the meter reconciles with before its first reading
 of the new boot goes out.
+
+Only the answer to THIS connection's birth proves it: the birth carries a connection
+number (conn, +1 on every connect; a boot starts it from its boot id, so two boots'
+numbers differ) and the gateway's answer echoes it. A late answer to an earlier
+connection's birth (the broker restarted, the gateway's publisher came back before its
+subscriber) names another conn: it frees what it acknowledges but does not sync. An ack
+without conn is a reading's ack, or the answer of a gateway that does not echo conn
+(older than conn): it syncs only until this boot has seen an ack with a conn.
 """
 
 try:
@@ -99,7 +107,9 @@ class Meter:
         self.reconciled = False  # the boot's reconcile window is closed
         self.valve_fault = False
         self._sent_this_boot = False
-        self._synced = False  # an ack arrived since the last connect
+        self._synced = False  # the answer to this connection's birth arrived
+        self._conn = 0  # this connection's number, in the birth; the answer echoes it
+        self._echoes = False  # an ack echoed a conn this boot: the gateway answers births with it
         self._announced_at = 0
         self._announce_ms = 0
         self._waiting_since = 0  # last ack progress while readings are unacknowledged
@@ -138,6 +148,7 @@ class Meter:
         b = self.board
         self.boot = b.boot_id()
         self._rng = int(self.boot, 16) | 1
+        self._conn = int(self.boot[1:], 16)  # < 2**28: a small int; differs from boot to boot
         self._restore()
         b.set_valve(self.valve.state == CLOSED)  # a blocked meter stays blocked, from the first moment
         now = b.ticks_ms()
@@ -413,6 +424,7 @@ class Meter:
         if self.clock_wait:
             self.clock_wait = False
             print("aquameter: clock set, connecting over TLS")
+        self._conn = (self._conn + 1) & 0x3FFFFFFF
         try:
             b.mqtt_connect(self._t_status, proto.encode_will(self.boot), self._on_message)
             b.mqtt_subscribe(self._t_cmnd, 1)
@@ -523,7 +535,13 @@ class Meter:
                 self.stats["reconciles"] += 1
                 self._save()
             self.reconciled = True
-        self._synced = True
+        conn = fields["conn"]
+        if conn is not None:  # the answer to a birth: to this connection's, or a late one
+            self._echoes = True
+            if conn == self._conn:
+                self._synced = True
+        elif not self._echoes:  # a gateway that does not echo conn: any ack answers the birth
+            self._synced = True
         boot = fields["boot"]
         if boot is not None:
             if self.outbox.ack(boot, fields["seq"]):
@@ -553,14 +571,15 @@ class Meter:
 
     def _announce(self, now):
         """The retained birth; the gateway answers every birth with an ack."""
-        self.board.mqtt_publish(self._t_status, proto.encode_birth(self.boot, VERSION, self.valve.state), True, 1)
+        self.board.mqtt_publish(self._t_status, proto.encode_birth(self.boot, VERSION, self.valve.state, self._conn),
+                                True, 1)
         self._announced_at = now
         self._last_out = now
 
     def _send(self, now):
         """Publish results, then readings in order; returns ms until it can go on."""
         self._publish_results()
-        if not self._synced:  # no ack on this connection yet: the gateway may not be listening
+        if not self._synced:  # no answer to this connection's birth yet: the gateway may not be listening
             left = self._announce_ms - self.board.ticks_diff(now, self._announced_at)
             if left > 0:
                 return left

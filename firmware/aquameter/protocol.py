@@ -45,8 +45,9 @@ def encode_reading(boot, seq, ts, pulses, ml, flow_mlpm, valve):
         boot, seq, ts, pulses, milli(ml), milli(flow_mlpm), valve)
 
 
-def encode_birth(boot, fw, valve):
-    return '{"v":1,"online":true,"boot":"%s","fw":"%s","valve":"%s"}' % (boot, fw, valve)
+def encode_birth(boot, fw, valve, conn):
+    """conn: this connection's number; the gateway's answer to the birth echoes it."""
+    return '{"v":1,"online":true,"boot":"%s","fw":"%s","valve":"%s","conn":%d}' % (boot, fw, valve, conn)
 
 
 def encode_will(boot):
@@ -173,7 +174,8 @@ def decode_valve_command(payload):
 def decode_ack(payload):
     """(fields, None) for a valid cmnd/ack payload, else (None, error).
 
-    fields: {"boot": str|None, "seq": int|None, "pulses": int, "ml": int}
+    fields: {"boot": str|None, "seq": int|None, "pulses": int, "ml": int, "conn": int|None}
+    conn is the echo of a birth's conn (an ack answering that birth), else None.
     """
     obj, text, err = _load_object(payload)
     if err:
@@ -197,4 +199,7 @@ def decode_ack(payload):
     ml = parse_milli(text, "litres")
     if ml is None:
         return None, "bad litres"
-    return {"boot": boot, "seq": seq, "pulses": pulses, "ml": ml}, None
+    conn = obj.get("conn")
+    if conn is not None and (not _is_int(conn) or conn < 0 or conn > MAX_SEQ):
+        return None, "bad conn"
+    return {"boot": boot, "seq": seq, "pulses": pulses, "ml": ml, "conn": conn}, None

@@ -24,7 +24,7 @@ def _fields(decoded) -> dict:
         return {"boot": decoded.boot, "seq": decoded.seq, "ts": decoded.ts, "pulses": decoded.pulses,
                 "ml": decoded.ml, "flow_mlpm": decoded.flow_mlpm, "valve": decoded.valve}
     if isinstance(decoded, Status) and decoded.online:
-        return {"boot": decoded.boot, "fw": decoded.fw, "valve": decoded.valve}
+        return {"boot": decoded.boot, "fw": decoded.fw, "valve": decoded.valve, "conn": decoded.conn}
     if isinstance(decoded, Status):
         return {"boot": decoded.boot}
     if isinstance(decoded, ValveResult):
@@ -56,7 +56,7 @@ def test_every_gateway_message_vector_is_encoded_byte_for_byte(vectors):
         if case["kind"] == "valve_command":
             topic, payload = TOPICS.valve_command(case["meter"]), encode_valve_command(f["id"], f["state"])
         else:
-            topic, payload = TOPICS.ack(case["meter"]), encode_ack(f["boot"], f["seq"], f["pulses"], f["ml"])
+            topic, payload = TOPICS.ack(case["meter"]), encode_ack(f["boot"], f["seq"], f["pulses"], f["ml"], f["conn"])
         assert topic == case["topic"], case["name"]
         assert payload == case["payload"].encode(), case["name"]
         json.loads(payload)  # and it is JSON
@@ -202,3 +202,10 @@ def test_a_result_with_a_cause_is_a_change_the_meter_made_on_its_own():
         payload = json.dumps({"v": 1, "id": "local-3f2a9c1e-1", "state": "closed", "ok": True, "cause": cause})
         r = decode(TOPICS, topic, payload.encode(), 1764000000, LIMITS)
         assert isinstance(r, Reject) and (r.reason, r.field) == (reason, "cause"), cause
+
+
+def test_a_birth_without_conn_from_older_firmware_is_accepted_without_one():
+    d = decode(TOPICS, "aquafog/m1/status", b'{"v":1,"online":true,"boot":"3f2a9c1e","fw":"0.1.0","valve":"open"}',
+               1764000000, LIMITS)
+    assert d == Status("m1", True, "3f2a9c1e", "0.1.0", "open", None)
+    assert encode_ack(None, None, 0, 0, None) == b'{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000}'

@@ -215,8 +215,11 @@ def test_a_full_disk_holds_the_batch_unacknowledged_and_it_lands_when_space_retu
 
 # ---------------------------------------------------------------- commands
 
-def birth(valve="open", boot="aaaaaaaa"):
-    return json.dumps({"v": 1, "online": True, "boot": boot, "fw": "0.1.0", "valve": valve}).encode()
+def birth(valve="open", boot="aaaaaaaa", conn=None):
+    d = {"v": 1, "online": True, "boot": boot, "fw": "0.1.0", "valve": valve}
+    if conn is not None:
+        d["conn"] = conn
+    return json.dumps(d).encode()
 
 
 def result(cid, state="closed", ok=True, error=None):
@@ -323,6 +326,34 @@ def test_acks_are_coalesced_to_one_per_meter_per_interval_and_the_last_one_is_ne
         h.send(("aquafog/m1/status", birth()))  # a birth is answered at once
         h.settle()
         h.pub.wait_for(lambda t, p: len(acks()) == 3)
+    finally:
+        h.stop()
+
+
+def test_the_answer_to_a_birth_echoes_its_conn_and_reading_acks_carry_none(tmp_path):
+    # the meter syncs only on the answer to its current connection's birth (README "Availability")
+    h = Harness(tmp_path, ack_interval_ms=0)
+    try:
+        acks = lambda: [p for t, p in h.pub.sent if t == "aquafog/m1/cmnd/ack"]  # noqa: E731
+        h.send(("aquafog/m1/status", birth(conn=41)))
+        h.settle()
+        h.pub.wait_for(lambda t, p: len(acks()) == 1)
+        assert acks()[0] == b'{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000,"conn":41}'
+        h.send(("aquafog/m1/tele/reading", reading(seq=0, ml=1234)))
+        h.settle()
+        h.pub.wait_for(lambda t, p: len(acks()) == 2)
+        assert "conn" not in json.loads(acks()[1])  # a reading's ack answers no birth
+        # a reconnect's birth in the same batch as a reading: the answer names both
+        h.send(("aquafog/m1/tele/reading", reading(seq=1, ml=2000)), ("aquafog/m1/status", birth(conn=42)))
+        h.settle()
+        h.pub.wait_for(lambda t, p: len(acks()) == 3)
+        assert json.loads(acks()[2]) == {"v": 1, "boot": "aaaaaaaa", "seq": 1, "pulses": 2000, "litres": 2.0,
+                                         "conn": 42}
+        # firmware older than conn: its birth is answered as before, without one
+        h.send(("aquafog/m1/status", birth()))
+        h.settle()
+        h.pub.wait_for(lambda t, p: len(acks()) == 4)
+        assert acks()[3] == b'{"v":1,"boot":"aaaaaaaa","seq":1,"pulses":2000,"litres":2.000}'
     finally:
         h.stop()
 

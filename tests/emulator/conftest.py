@@ -1,7 +1,7 @@
 """Fixtures for the emulator tests: a minimal acknowledging gateway stand-in on a real broker.
 
 AckGateway is not the AquaFog gateway: it keeps everything in memory, acknowledges every
-reading as soon as it arrives, answers every birth with an ack, and sends valve
+reading as soon as it arrives, answers every birth with an ack echoing its conn, and sends valve
 commands. Enough to exercise the firmware's side of the contract end to end.
 """
 
@@ -49,13 +49,14 @@ class AckGateway:
         client.subscribe([("%s/+/tele/reading" % self.root, 1), ("%s/+/status" % self.root, 1),
                           ("%s/+/stat/valve" % self.root, 1), ("%s/+/tele/health" % self.root, 0)])
 
-    def _ack(self, meter: str) -> None:
+    def _ack(self, meter: str, conn: int | None = None) -> None:
         r = self.latest.get(meter)
         if r is None:
-            payload = '{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000}'
+            payload = '{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000'
         else:
-            payload = '{"v":1,"boot":"%s","seq":%d,"pulses":%d,"litres":%s}' % (
+            payload = '{"v":1,"boot":"%s","seq":%d,"pulses":%d,"litres":%s' % (
                 r["boot"], r["seq"], r["pulses"], r["litres"])
+        payload += "}" if conn is None else ',"conn":%d}' % conn  # the answer to a birth echoes its conn
         self.client.publish("%s/%s/cmnd/ack" % (self.root, meter), payload, qos=1)
         self.acks_sent += 1
 
@@ -79,7 +80,7 @@ class AckGateway:
                 if msg.payload:  # an empty retained message clears, it is not a status
                     self.status[meter].append(data)
                     if data.get("online") is True:
-                        self._ack(meter)
+                        self._ack(meter, data.get("conn"))
             elif kind == "stat/valve":
                 self.results[meter].append(data)
             elif kind == "tele/health":

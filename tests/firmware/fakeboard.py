@@ -243,7 +243,13 @@ def run(meter, board, duration_ms, max_steps=100_000):
         board.advance(wait)
 
 
-def ack_payload(boot, seq, pulses, ml):
+def ack_payload(boot, seq, pulses, ml, conn=None):
+    """conn: the echo of a birth's conn (the gateway's answer to that birth); None: a reading's ack,
+    or a gateway older than conn."""
     if boot is None:
-        return '{"v":1,"boot":null,"seq":null,"pulses":%d,"litres":%d.%03d}' % (pulses, ml // 1000, ml % 1000)
-    return '{"v":1,"boot":"%s","seq":%d,"pulses":%d,"litres":%d.%03d}' % (boot, seq, pulses, ml // 1000, ml % 1000)
+        text = '{"v":1,"boot":null,"seq":null,"pulses":%d,"litres":%d.%03d' % (pulses, ml // 1000, ml % 1000)
+    else:
+        text = '{"v":1,"boot":"%s","seq":%d,"pulses":%d,"litres":%d.%03d' % (boot, seq, pulses, ml // 1000, ml % 1000)
+    if conn is not None:
+        text += ',"conn":%d' % conn
+    return text + "}"

@@ -30,7 +30,7 @@ for c in vectors["meter_to_gateway"]:
         got = proto.encode_reading(f["boot"], f["seq"], f["ts"], f["pulses"], f["ml"], f["flow_mlpm"], f["valve"])
         topic = proto.topic("aquafog", c["meter"], proto.READING)
     elif k == "birth":
-        got = proto.encode_birth(f["boot"], f["fw"], f["valve"])
+        got = proto.encode_birth(f["boot"], f["fw"], f["valve"], f["conn"])
         topic = proto.topic("aquafog", c["meter"], proto.STATUS)
     elif k == "health":
         got = proto.encode_health(f["boot"], f["fw"], f["uptime_s"], f["reset"], f["rssi"], f["heap_free"],

@@ -580,5 +580,74 @@ def case_main_loop_feeds_the_watchdog_only_after_a_step_and_holds_it_for_mainten
     assert board.watchdog[-1] == ("hold", 1800000) and not meter.online
 
 
+def _birth_conn(board):
+    return json.loads(board.on("/status")[-1])["conn"]
+
+
+def _reconnect(meter, board):
+    board.broker_up = False
+    run(meter, board, 500)
+    assert not meter.online
+    board.broker_up = True
+    for _ in range(200):  # backoff, reconnect, birth
+        run(meter, board, 500)
+        if meter.online:
+            return
+    raise AssertionError("no reconnect")
+
+
+def case_only_the_answer_to_this_connections_birth_syncs_the_meter():
+    # The broker restarted: the gateway's late answer to the previous connection's birth can
+    # reach the meter before the gateway is subscribed again; readings sent then are discarded
+    # by the broker, and the ack of a later one would free them. Only the echo of this
+    # connection's conn syncs.
+    meter, board = boot(report_interval_s=10)
+    meter.step()
+    c1 = _birth_conn(board)
+    board.deliver(ACK, ack_payload(None, None, 0, 0, c1))
+    meter.step()
+    assert [r["seq"] for r in board.readings()] == [0]
+    board.pulses += 450
+    run(meter, board, 12000)
+    assert [r["seq"] for r in board.readings()] == [0, 1]  # 1 is not acknowledged
+    _reconnect(meter, board)
+    c2 = _birth_conn(board)
+    assert c2 != c1
+    n = len(board.readings())
+    board.deliver(ACK, ack_payload("0badc0de", 0, 0, 0, c1))  # late: it answers the earlier birth
+    run(meter, board, 2000)
+    assert len(board.readings()) == n  # held: the gateway may not be listening yet
+    assert [e[1] for e in meter.outbox.entries()][0] == 1  # but what it acknowledges is freed
+    board.deliver(ACK, ack_payload("0badc0de", 0, 0, 0))  # a reading's ack (no conn) does not sync either
+    run(meter, board, 2000)
+    assert len(board.readings()) == n
+    board.deliver(ACK, ack_payload("0badc0de", 0, 0, 0, c2))  # the answer to this birth
+    meter.step()
+    assert [r["seq"] for r in board.readings()[n:]] == list(range(1, meter.seq))
+
+
+def case_a_gateway_that_does_not_echo_conn_syncs_the_meter_with_any_ack():
+    # a gateway older than conn: every ack answers the birth, as before conn (no deadlock)
+    meter, board = synced(report_interval_s=10)  # synced() answers without conn
+    assert [r["seq"] for r in board.readings()] == [0]
+    _reconnect(meter, board)
+    n = len(board.readings())
+    board.deliver(ACK, ack_payload("0badc0de", 0, 0, 0))
+    meter.step()
+    assert [r["seq"] for r in board.readings()[n:]] == list(range(1, meter.seq))
+
+
+def case_each_connect_and_each_boot_numbers_the_birth_anew():
+    meter, board = boot()
+    meter.step()
+    c1 = _birth_conn(board)
+    _reconnect(meter, board)
+    assert _birth_conn(board) == c1 + 1
+    meter.shutdown()
+    m2, b2 = boot(FakeBoard(make_cfg(), files=board.files, boot_ids=["9e3779b9"]))
+    m2.step()
+    assert abs(_birth_conn(b2) - c1) > 1000  # a late answer to the last boot's birth does not match
+
+
 def all_cases():
     return sorted([n for n in globals() if n.startswith("case_")])

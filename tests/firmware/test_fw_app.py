@@ -42,7 +42,9 @@ def test_connect_subscribes_publishes_retained_birth_with_will():
     assert board.subscribed == [("aquafog/m0001/cmnd/#", 1)]
     topic, payload, retain, qos = board.published[0]
     assert topic == "aquafog/m0001/status" and retain and qos == 1
-    assert payload == '{"v":1,"online":true,"boot":"0badc0de","fw":"%s","valve":"open"}' % VERSION
+    # conn numbers the connection (a boot starts from its boot id): the gateway's answer echoes it
+    assert payload == '{"v":1,"online":true,"boot":"0badc0de","fw":"%s","valve":"open","conn":%d}' % (
+        VERSION, int("badc0de", 16) + 1)
 
 
 def test_readings_wait_for_the_birth_ack_then_go_out_at_qos1():

@@ -6,7 +6,7 @@ from aquameter import protocol as proto
 
 ENCODERS = {
     "reading": lambda f: proto.encode_reading(f["boot"], f["seq"], f["ts"], f["pulses"], f["ml"], f["flow_mlpm"], f["valve"]),
-    "birth": lambda f: proto.encode_birth(f["boot"], f["fw"], f["valve"]),
+    "birth": lambda f: proto.encode_birth(f["boot"], f["fw"], f["valve"], f["conn"]),
     "will": lambda f: proto.encode_will(f["boot"]),
     "valve_result": lambda f: proto.encode_valve_result(f["id"], f["state"], f["ok"], f["error"], f.get("cause")),
     "health": lambda f: proto.encode_health(f["boot"], f["fw"], f["uptime_s"], f["reset"], f["rssi"], f["heap_free"],
@@ -95,7 +95,7 @@ def test_ack_litres_are_read_exactly_not_through_a_float():
     fields, err = proto.decode_ack(b'{"v":1,"boot":"ffffffff","seq":3,"pulses":9007199254740991,"litres":98765432109.876}')
     assert err is None and fields["ml"] == 98765432109876
     fields, err = proto.decode_ack(b'{ "v" : 1 , "boot" : null , "seq" : null , "pulses" : 5 , "litres" : 12.5 , "x" : 1 }')
-    assert err is None and fields == {"boot": None, "seq": None, "pulses": 5, "ml": 12500}
+    assert err is None and fields == {"boot": None, "seq": None, "pulses": 5, "ml": 12500, "conn": None}
 
 
 @pytest.mark.parametrize("ml,text", [(0, "0.000"), (1, "0.001"), (999, "0.999"), (1000, "1.000"), (274346, "274.346"),

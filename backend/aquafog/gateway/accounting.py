@@ -152,7 +152,7 @@ class Batch:
         self.monthly: dict[tuple[str, int], int] = {}
         self.touched: dict[int, MeterState] = {}   # meters whose row must be rewritten
         self.acked: dict[int, MeterState] = {}     # meters to send a persistence ack
-        self.answered: dict[int, MeterState] = {}  # meters whose birth is answered at once
+        self.answered: dict[int, tuple] = {}  # meters whose birth is answered at once: (state, the birth's conn)
         self.accepted = 0
         self.duplicates = 0
         self.late = 0

@@ -264,27 +264,28 @@ class Writer(threading.Thread):
         return True
 
     def _send_acks(self, answer_now, now: float) -> None:
-        """Persistence acks: births are answered at once; otherwise a meter gets at most
-        one ack per ack_interval_ms (an ack is cumulative, so the last one says it all)."""
+        """Persistence acks: births are answered at once, echoing the birth's conn (answer_now:
+        (state, conn) pairs); otherwise a meter gets at most one ack per ack_interval_ms (an ack
+        is cumulative, so the last one says it all)."""
         due = list(answer_now)
-        for st in due:
+        for st, _ in due:
             self._ack_pending.pop(st.meter, None)
         next_at = None
         for meter, st in list(self._ack_pending.items()):
             at = self._last_ack.get(meter, 0.0) + self._ack_interval
             if at <= now:
-                due.append(st)
+                due.append((st, None))
                 del self._ack_pending[meter]
             elif next_at is None or at < next_at:
                 next_at = at
         self._ack_flush_at = next_at or 0.0
-        for st in due:
+        for st, conn in due:
             self._last_ack[st.meter] = now
             h = st.head
             if h is None:
-                payload = encode_ack(None, None, 0, 0)
+                payload = encode_ack(None, None, 0, 0, conn)
             else:
-                payload = encode_ack(h[H_BOOT], h[H_SEQ], h[H_PULSES], h[H_ML])
+                payload = encode_ack(h[H_BOOT], h[H_SEQ], h[H_PULSES], h[H_ML], conn)
             # QoS 0: an ack is cumulative, so a lost one is made good by the next one, or by
             # the answer to the birth when the meter reconnects; it saves two packets a meter.
             self.publisher.publish(self.topics.ack(st.meter), payload, qos=0)
@@ -397,7 +398,10 @@ class Writer(threading.Thread):
             st.online, st.status_boot, st.status_ms, st.fw = True, s.boot, now_ms, s.fw
             st.valve_reported, st.valve_told_ms = s.valve, now_ms
             batch.touched[st.pk] = st
-            batch.answered[st.pk] = st  # every birth is answered at once with the persisted register
+            # every birth is answered at once with the persisted register, echoing its conn: the
+            # meter syncs only on the answer to its current connection's birth (a late answer to
+            # an earlier one may reach it before this gateway is subscribed on its broker)
+            batch.answered[st.pk] = (st, s.conn)
             return self.ledger.on_birth(conn, st, s, now_ms)
         if s.boot is None or st.status_boot is None or s.boot == st.status_boot:
             st.online, st.status_ms = False, now_ms
