@@ -98,7 +98,7 @@ CONFIG = ('{"meter_id":"m0001","wifi_ssid":"home","wifi_password":"secret","brok
           '"mqtt_password":"pw"}')
 with open("config.json", "w") as f:
     f.write(CONFIG)
-ACK0 = b'{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000}'
+ACK0 = '{"v":1,"boot":null,"seq":null,"pulses":0,"litres":0.000,"conn":%d}'  # the birth's answer echoes its conn
 ACK1 = '{"v":1,"boot":"%s","seq":1,"pulses":0,"litres":0.000}'
 
 
@@ -106,7 +106,7 @@ def one_cycle(meter, board, cfg):
     """Stands in for app.run (which loops forever): connect, then one reporting cycle."""
     meter.step()  # Wi-Fi is up: connect, subscribe, birth
     client = board._client
-    client.inbox.append((b"aquafog/m0001/cmnd/ack", ACK0))
+    client.inbox.append((b"aquafog/m0001/cmnd/ack", (ACK0 % meter._conn).encode()))
     meter.step()  # the birth's ack: reading 0 goes out
     meter.request_reading()
     meter.step()  # one reporting cycle: a reading taken and published
