@@ -60,9 +60,12 @@ def test_broker_graceful_restart_mid_stream_and_with_a_queue(broker, gateway_fac
                     "an open batch at the gateway", timeout=20)
     before = saved_at(broker)
     broker.restart()  # SIGTERM, then the same port and data dir
+    back = {m.id: len(m.sent) for m in fleet.meters}
     assert saved_at(broker) is not None and saved_at(broker) != before, "mosquitto did not save on SIGTERM"
     gw.wait_for(lambda: gw.log().count("session resumed") >= 1 and gw.health()[0] == 200,
                 "the gateway back on the restarted broker, its session resumed", timeout=20)
+    # a meter sends again only once the gateway has answered its new connection's birth
+    fleet.wait_for(lambda: all(len(m.sent) > back[m.id] for m in fleet.meters), 20, "every meter sending again")
     notes = [f"restart 1: mid-stream, {h['ingest']['uncommitted']} messages uncommitted at the gateway"]
 
     # 2. the gateway away, readings queue for it; frozen meters, a restart, then the gateway
