@@ -402,9 +402,10 @@ def rss_figures(samples: list[dict], t_burst: float, t_end: float, t_last: float
                            **{f"{r}_mb": mb(s, r) for r in roles}})
     before, end, after = _at(samples, t_burst), _at(samples, t_end), _at(samples, t_last)
     cpu = {}
-    a, b = _at(samples, t_burst), _at(samples, t_end)
-    for r in roles:
-        if r in a["cpu_s"] and r in b["cpu_s"] and b["t"] > a["t"]:
+    for r in roles:  # the first and last samples of the burst that saw the process (the generator exits at its end)
+        seen = [s for s in samples if t_burst <= s["t"] <= t_end + 1 and r in s["cpu_s"]]
+        if len(seen) >= 2 and seen[-1]["t"] > seen[0]["t"]:
+            a, b = seen[0], seen[-1]
             cpu[r] = round((b["cpu_s"][r] - a["cpu_s"][r]) / (b["t"] - a["t"]) * 100, 1)
     return {
         "roles": roles,
