@@ -565,8 +565,8 @@ def _print(r: dict) -> None:
         log(f"    lag t{p['t_s']:+5d} s  p50 {p['p50_ms']:7.1f} ms  max {p['max_ms']:7.1f} ms  ({p['n']} probes)")
     g, m = rss["gateway_mb"], rss["mosquitto_mb"]
     log(f"  RSS gateway (all processes): before burst {g['before_burst']} MB, end of burst {g['end_of_burst']} MB "
-        f"(x{rss['gateway_growth_in_burst']}; bound {rss['gateway_bound_mb']} MB), end {g['end']} MB, max {g['max']} MB; "
-        f"store file {rss['store_file_mb']} MiB; mosquitto "
+        f"(x{rss['gateway_growth_in_burst']}; bound {rss['gateway_bound_mb']} MB), end {g['end']} MB, "
+        f"max {g['max']} MB; store file {rss['store_file_mb']} MiB; mosquitto "
         f"{m['before_burst']} -> {m['end_of_burst']} MB, max {m['max']} MB")
     for p in rss["series"]:
         log("    rss t%+5d s  " % p["t_s"] + "  ".join(f"{k[:-3]} {v}" for k, v in p.items() if k.endswith("_mb")))
