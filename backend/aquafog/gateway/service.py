@@ -156,6 +156,13 @@ class Gateway:
             if not self.done.is_set():
                 self.events.put(("rx", "dead"))
 
+    def _serve(self) -> None:
+        try:
+            self.http.run()
+        except (OSError, ValueError):  # stop() closed the listening socket under the loop's select()
+            if not self.done.is_set():
+                raise
+
     def start(self) -> "Gateway":
         self.receiver.start()
         self.publisher.start()
@@ -165,7 +172,7 @@ class Gateway:
         self.enforcer.start()
         self.alert_monitor.start()
         threading.Thread(target=self._pipe_reader, name="pipe-reader", daemon=True).start()
-        threading.Thread(target=self.http.run, name="http", daemon=True).start()
+        threading.Thread(target=self._serve, name="http", daemon=True).start()
         log.info("AquaFog gateway %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
                  self.cfg.http_host, self.http_port, self.cfg.mqtt_host, self.cfg.mqtt_port, self.cfg.db_path)
         return self
