@@ -153,6 +153,13 @@ class NetLoop:
                             sock = c.socket()
                     if mask & selectors.EVENT_WRITE:
                         c.loop_write()
+                        if not c.want_write():
+                            # paho tells us only when its "registered" flag flips: after the race
+                            # in _written the flag is already down, and the socket would stay
+                            # selected for writing with nothing to write (a busy loop)
+                            self._modify(c, key.fileobj, selectors.EVENT_READ)
+                            if c.want_write():  # queued meanwhile: its wake-up may have come first
+                                self._modify(c, key.fileobj, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 except Exception:  # one client's trouble must not stop the others
                     log.exception("network loop: a client failed")
             now = time.monotonic()
@@ -163,5 +170,7 @@ class NetLoop:
                 for c in clients:
                     try:
                         c.loop_misc()
+                        if c.want_write():  # a wake-up lost to the race above: at most a second late
+                            c.loop_write()
                     except Exception:
                         log.exception("network loop: a client's keepalive failed")
