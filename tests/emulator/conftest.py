@@ -109,21 +109,3 @@ def gateway(broker):
     g = AckGateway(broker.host, broker.port)
     yield g
     g.close()
-
-
-@pytest.fixture
-def make_fleet(broker, tmp_path):
-    """Build a Fleet on the test broker; every fleet is stopped at teardown."""
-    from emulator import Fleet
-
-    fleets = []
-
-    def make(ids, **kw):
-        kw.setdefault("fs_root", tmp_path / ("fleet%d" % len(fleets)))
-        f = Fleet(broker.host, broker.port, ids, **kw)
-        fleets.append(f)
-        return f
-
-    yield make
-    for f in fleets:
-        f.stop()

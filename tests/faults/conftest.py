@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from integration.gatewayproc import GatewayProcess
-
 from .ledger import Tally, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,32 +36,3 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"  {r.fault}: {n}")
     TABLE_PATH.parent.mkdir(parents=True, exist_ok=True)
     TABLE_PATH.write_text("# Fault injection\n\n" + table + "\n")
-
-
-@pytest.fixture
-def gateway_factory(tmp_path, broker):
-    made = []
-
-    def make(meters=(), workdir: Path | None = None, **settings) -> GatewayProcess:
-        gw = GatewayProcess(workdir or tmp_path / f"gw{len(made)}", broker.port, meters, **settings)
-        made.append(gw)
-        return gw
-    yield make
-    for gw in made:
-        gw.stop()
-
-
-@pytest.fixture
-def make_fleet(broker, tmp_path):
-    from emulator import Fleet
-
-    fleets = []
-
-    def make(ids, **kw):
-        kw.setdefault("fs_root", tmp_path / f"fleet{len(fleets)}")
-        f = Fleet(broker.host, broker.port, ids, **kw)
-        fleets.append(f)
-        return f
-    yield make
-    for f in fleets:
-        f.stop()
