@@ -106,26 +106,24 @@ def make_fog(pki: Path, **kw):
     return f
 
 
-@pytest.fixture
-def fog(pki):
-    f = make_fog(pki)
+def running_fog(pki, **listener):
+    f = make_fog(pki, **listener)
     f.clients = []
     yield f
     for c in f.clients:
         c.close()
     f.broker.stop()
     shutil.rmtree(f.root)
+
+
+@pytest.fixture
+def fog(pki):
+    yield from running_fog(pki)
 
 
 @pytest.fixture
 def mtls_fog(pki):
-    f = make_fog(pki, require_certificate=True)
-    f.clients = []
-    yield f
-    for c in f.clients:
-        c.close()
-    f.broker.stop()
-    shutil.rmtree(f.root)
+    yield from running_fog(pki, require_certificate=True)
 
 
 @dataclass
