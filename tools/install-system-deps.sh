@@ -1,32 +1,43 @@
 #!/bin/sh
-# Installs the Debian packages AquaFog needs, only those that are missing.
-# Used by `make deps` (and so by `make run` and `make test`).
+# Installs the Debian packages a job needs, only those that are missing.
+#   install-system-deps.sh run    the demo, provisioning and flashing (make run, make flash, make deb)
+#   install-system-deps.sh test   all of the above and what the tests drive (make test, make bench)
 set -eu
+job=${1:-run}
+case "$job" in run|test) ;; *) echo "usage: $0 run|test" >&2; exit 2 ;; esac
 
 missing=""
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
-command -v mosquitto_sub >/dev/null 2>&1 || missing="$missing mosquitto-clients"
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
-# Node.js runs real MicroPython (the WebAssembly port from npm) in the firmware tests.
-command -v node >/dev/null 2>&1 || missing="$missing nodejs"
-command -v npm >/dev/null 2>&1 || missing="$missing npm"
-# PostgreSQL's initdb and pg_ctl: the tests start a throw-away cluster with them. Debian
-# keeps them off PATH, in /usr/lib/postgresql/<version>/bin (pg_config alone comes with
-# libpq-dev, so its --bindir is only trusted when initdb is really there).
-have_pg_server() {
-    command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
-    bindir=$(pg_config --bindir 2>/dev/null) || bindir=""
-    [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ] && return 0
-    for bindir in /usr/lib/postgresql/*/bin; do
-        [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ] && return 0
-    done
-    return 1
+need() {  # need PACKAGE TEST...: the package unless the test command succeeds
+    pkg=$1; shift
+    "$@" >/dev/null 2>&1 || missing="$missing $pkg"
 }
-have_pg_server || missing="$missing postgresql"
-# Headless Chromium and its WebDriver: the browser tests (tests/e2e/) drive them through
-# Selenium, with the system chromedriver (never a driver downloaded at run time).
-command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
-command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
+have() { command -v "$1" || [ -x "$2" ]; }
+
+need mosquitto have mosquitto /usr/sbin/mosquitto
+need mosquitto-clients have mosquitto_sub /usr/bin/mosquitto_sub
+need python3-venv python3 -c 'import venv, ensurepip'
+
+if [ "$job" = test ]; then
+    # Node.js runs real MicroPython (the WebAssembly port from npm) in the firmware tests.
+    need nodejs have node /usr/bin/node
+    need npm have npm /usr/bin/npm
+    # PostgreSQL's initdb and pg_ctl: the tests start a throw-away cluster with them. Debian
+    # keeps them off PATH, in /usr/lib/postgresql/<version>/bin.
+    need postgresql sh -c 'ls /usr/lib/postgresql/*/bin/initdb'
+    # Headless Chromium and its WebDriver: the browser tests (tests/e2e/), with the system
+    # chromedriver (never a driver downloaded at run time).
+    need chromium have chromium /usr/bin/chromium
+    need chromium-driver have chromedriver /usr/bin/chromedriver
+    # The install tests (tests/system/): Debian roots built with mmdebstrap, booted with
+    # systemd-nspawn, an arm64 one run through qemu-user-static.
+    need systemd-container have systemd-nspawn /usr/bin/systemd-nspawn
+    need mmdebstrap have mmdebstrap /usr/bin/mmdebstrap
+    need qemu-user-static have qemu-aarch64-static /usr/bin/qemu-aarch64-static
+    need binfmt-support have update-binfmts /usr/sbin/update-binfmts
+    need arch-test have arch-test /usr/bin/arch-test
+    need gpg have gpg /usr/bin/gpg
+    need iproute2 have ip /sbin/ip
+fi
 
 [ -z "$missing" ] && exit 0
 
@@ -48,6 +59,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-# The Debian package may start a system-wide broker on port 1883; AquaFog runs its own
-# brokers on free ports and does not need it. Likewise the postgresql package may create
-# and start a system cluster on port 5432; the tests run their own on free ports.
+# The mosquitto package may start a system-wide broker on port 1883; AquaFog's demo and tests
+# run their own brokers on free ports and do not need it. Likewise the postgresql package may
+# start a cluster on port 5432; the tests run their own on free ports.

@@ -1,3 +1,3 @@
-"""AquaFog backend: the fog gateway (ingest, store, commands, API)."""
+"""AquaFog: the fog gateway, the city cloud and the tools around them."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,10 +1,11 @@
 """Gateway configuration: defaults, then a TOML file, then AQUAFOG_* environment
 variables, then command-line overrides. Validation reports every error at once as
-`<key>: <problem>`; README.md "Configuration" documents every key.
+`<key>: <problem>`; docs/configuration.md documents every key.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -43,7 +44,7 @@ class _Loadable:
 
     @property
     def mqtt_tls(self) -> ClientTls | None:
-        """TLS to the broker: on when mqtt_cafile is set (README 'Security')."""
+        """TLS to the broker: on when mqtt_cafile is set (docs/security.md)."""
         return client_tls(self.mqtt_cafile, self.mqtt_certfile, self.mqtt_keyfile)
 
     def _tls(self, errors: list[str]) -> None:
@@ -76,7 +77,7 @@ class _Loadable:
         known = {f.name: f for f in fields(cls)}
         for key in raw:
             if key not in known:
-                errors.append(f"{key}: unknown key (known keys: see README 'Configuration')")
+                errors.append(f"{key}: unknown key (known keys: see docs/configuration.md, or `aquafog config example gateway`)")
         for name in known:
             env_key = cls.ENV_PREFIX + name.upper()
             if env_key in env:
@@ -132,7 +133,7 @@ class GatewayConfig(_Loadable):
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_client_id: str = "aquafog-gateway"
-    # TLS to the broker (README "Security"): the CA file turns it on; a certificate + key if
+    # TLS to the broker (docs/security.md): the CA file turns it on; a certificate + key if
     # the broker requires one (mutual TLS)
     mqtt_cafile: str = ""
     mqtt_certfile: str = ""
@@ -167,12 +168,12 @@ class GatewayConfig(_Loadable):
     # where the cloud reaches this fog's API (meter detail through the cloud); empty:
     # http://<http_host>:<http_port>, with the machine's name when http_host is 0.0.0.0
     api_url: str = ""
-    # consumption policies: the [policy] table (policy.py; README "Policies"), evaluated every interval
+    # consumption policies: the [policy] table (policy.py; docs/operate.md "Policies"), evaluated every interval
     policy: dict = field(default_factory=dict)
     policy_interval_ms: int = 5000
-    # alerts (gateway/alerts.py, README "Alerts"): a meter offline longer than this raises `offline`
+    # alerts (gateway/alerts.py, docs/operate.md "Alerts"): a meter offline longer than this raises `offline`
     offline_alert_s: int = 900
-    # billing: the tariff file (tariff.py, README "Tariffs"); empty: no bills
+    # billing: the tariff file (tariff.py, docs/operate.md "Tariffs and bills"); empty: no bills
     tariff_file: str = ""
     # web sessions (api/access.py): how long a login lasts; cookie_secure: only over HTTPS
     session_hours: int = 12
@@ -245,7 +246,7 @@ class GatewayConfig(_Loadable):
 
 @dataclass
 class CloudConfig(_Loadable):
-    """`aquafog cloud`: README "Cloud" documents every key (environment: AQUAFOG_CLOUD_<KEY>)."""
+    """`aquafog cloud`: docs/configuration.md "The cloud" documents every key (environment: AQUAFOG_CLOUD_<KEY>)."""
 
     ENV_PREFIX = "AQUAFOG_CLOUD_"
     # store: a SQLAlchemy URL; SQLite by default, PostgreSQL as postgresql+psycopg://user:pw@host/db
@@ -257,7 +258,7 @@ class CloudConfig(_Loadable):
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_client_id: str = "aquafog-cloud"
-    mqtt_cafile: str = ""  # TLS to the cloud broker, as the gateway's (README "Security")
+    mqtt_cafile: str = ""  # TLS to the cloud broker, as the gateway's (docs/security.md)
     mqtt_certfile: str = ""
     mqtt_keyfile: str = ""
     session_expiry_s: int = 7 * 24 * 3600
@@ -285,6 +286,9 @@ class CloudConfig(_Loadable):
         if not re.match(r"(sqlite|postgresql(\+psycopg)?)://", self.db_url):
             errors.append(f"db_url: must be sqlite:///<file> or postgresql+psycopg://user@host:port/db, "
                           f"got {self.db_url!r}")
+        elif self.db_url.startswith("postgresql") and importlib.util.find_spec("psycopg") is None:
+            errors.append("db_url: PostgreSQL needs its driver, which is not installed: "
+                          "pip install 'aquafog[postgres]' (or use a sqlite:/// URL)")
         for region, token in self.fog_tokens.items():
             if not REGION_RE.fullmatch(str(region)) or not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
                 errors.append(f"fog_tokens.{str(region)[:32]}: must map a region to an API token aft_... made with "
@@ -292,3 +296,68 @@ class CloudConfig(_Loadable):
         self._common(errors)
         self._tls(errors)
         return errors
+
+
+# One line per key, for the example config files (`aquafog config example`) and the installed
+# /etc/aquafog/*.toml; docs/configuration.md says more. A test checks every key has one.
+GATEWAY_KEYS = {
+    "db_path": "the SQLite file of the store",
+    "timezone": "IANA zone of the utility (America/Sao_Paulo); days and months of consumption follow it",
+    "mqtt_host": "the fog's broker",
+    "mqtt_port": "its port (an installed fog: the loopback service listener)",
+    "mqtt_username": "the gateway's broker account",
+    "mqtt_password": "its password",
+    "mqtt_client_id": "id of the persistent receiving session (the publisher uses <id>-tx)",
+    "mqtt_cafile": "TLS to the broker: the CA that signed the broker's certificate",
+    "mqtt_certfile": "the gateway's certificate, for a broker that requires one (mutual TLS)",
+    "mqtt_keyfile": "its private key",
+    "topic_root": "first topic level of the meters' topics",
+    "session_expiry_s": "how long the broker keeps the gateway's session (and queued readings) while it is away",
+    "http_host": "address of the HTTP API and dashboard (0.0.0.0: every interface)",
+    "http_port": "its port",
+    "http_threads": "threads serving API requests",
+    "live_max_clients": "live event streams open at once (each its own thread); 0 turns them off",
+    "batch_max_rows": "a batch of readings is committed at this many messages ...",
+    "batch_max_delay_ms": "... or after this long, whichever comes first",
+    "ack_interval_ms": "at most one persistence ack per meter per interval (acks are cumulative)",
+    "max_payload_bytes": "larger MQTT messages are rejected",
+    "max_clock_skew_s": "how far ahead of the gateway a reading's time may be",
+    "min_valid_ts": "readings stamped earlier are rejected (the meter's clock is not set)",
+    "max_flow_lpm": "larger flow values are rejected",
+    "command_ttl_s": "an unanswered valve command expires after this long",
+    "command_resend_s": "a sent, unanswered command is sent again after this long",
+    "region": "this fog's region in the city (a-z 0-9 _ -); empty: a fog on its own",
+    "summary_top_k": "length of the top list sent to the cloud: the longest exact city ranking",
+    "summary_interval_ms": "at most one partial per period per interval, only when it changed",
+    "api_url": "where the cloud reaches this API; empty: http://<http_host>:<http_port>",
+    "policy": "the consumption policies, a [policy] table (docs/operate.md)",
+    "policy_interval_ms": "how often the policies are evaluated",
+    "offline_alert_s": "a meter offline longer than this raises an offline alert",
+    "tariff_file": "the tariff file bills are computed from; empty: no bills",
+    "session_hours": "how long a browser login lasts",
+    "cookie_secure": "true: the session cookie only over HTTPS (behind a TLS proxy)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+CLOUD_KEYS = {
+    "db_url": "the store: sqlite:///<file>, or postgresql+psycopg://user:password@host:port/db",
+    "timezone": "the fogs' time zone (the same days and months everywhere)",
+    "mqtt_host": "the cloud broker, where the fogs' bridges deliver",
+    "mqtt_port": "its port (an installed cloud: the loopback service listener)",
+    "mqtt_username": "the cloud's broker account",
+    "mqtt_password": "its password",
+    "mqtt_client_id": "id of the cloud's persistent session",
+    "mqtt_cafile": "TLS to the broker: the CA that signed the broker's certificate",
+    "mqtt_certfile": "the cloud's certificate, for a broker that requires one (mutual TLS)",
+    "mqtt_keyfile": "its private key",
+    "session_expiry_s": "how long the broker keeps the cloud's session while it is away",
+    "http_host": "address of the HTTP API and dashboard (0.0.0.0: every interface)",
+    "http_port": "its port",
+    "http_threads": "threads serving API requests",
+    "command_ttl_s": "a command routed to a fog expires (never applied) after this long",
+    "fog_tokens": "a table: region = an API token of that fog (`aquafog token add` there), for meter detail",
+    "live_max_clients": "live meter views relayed from the fogs at once",
+    "session_hours": "how long a browser login lasts",
+    "cookie_secure": "true: the session cookie only over HTTPS (behind a TLS proxy)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}

@@ -1,5 +1,5 @@
 """The MQTT API v1, gateway side: topics, decoders for what meters send, encoders for
-what the gateway sends. README.md "MQTT API" is the specification; the shared vectors
+what the gateway sends. docs/mqtt-api.md is the specification; the shared vectors
 in tests/vectors/mqtt_v1.json pin it byte for byte.
 
 Decoders never raise on bad input: they return a `Reject` naming the reason (a stable

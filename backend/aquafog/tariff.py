@@ -1,4 +1,4 @@
-"""Water tariffs and the bills they imply: pure, exact money (README "Tariffs").
+"""Water tariffs and the bills they imply: pure, exact money (docs/operate.md "Tariffs and bills").
 
 A tariff file (TOML) holds versions of each utility's tariff, each effective from a date:
 

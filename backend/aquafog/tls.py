@@ -5,7 +5,7 @@ option and what to do, before Mosquitto or paho fail with an OpenSSL code.
 
 Both ends insist on TLS 1.2 or newer and verify the peer against a CA file; the
 client also checks that the broker's certificate names the host it dialled.
-`tools/provision.py tls` makes a development CA and certificates (tools/README.md).
+`aquafog tls` makes a development CA and certificates (tools/README.md "TLS").
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger("aquafog.tls")
 
 TLS_VERSIONS = ("tlsv1.2", "tlsv1.3")  # the oldest a listener accepts; never older than 1.2
-DEV_CERTS_HINT = ("make development certificates with `tools/provision.py tls ca` and `... tls server` "
+DEV_CERTS_HINT = ("make development certificates with `aquafog tls ca` and `... tls server` "
                   "(tools/README.md 'TLS'), or give the file your CA issued")
 
 
@@ -219,7 +219,7 @@ class ClientTls:
                 last[0] = str(exc)
                 log.error("TLS to the broker failed: %s. Check mqtt_cafile (the CA that signed the broker's "
                           "certificate), that the certificate names the host in mqtt_host, and, if the broker "
-                          "requires one, mqtt_certfile/mqtt_keyfile (README 'Security'); retrying", exc)
+                          "requires one, mqtt_certfile/mqtt_keyfile (docs/security.md); retrying", exc)
 
         client.on_connect_fail = on_connect_fail
 

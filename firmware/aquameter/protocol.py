@@ -1,4 +1,4 @@
-"""AquaFog MQTT API v1 (README "MQTT API"): topics, encoders, decoders.
+"""AquaFog MQTT API v1 (docs/mqtt-api.md): topics, encoders, decoders.
 
 Pinned byte for byte by tests/vectors/mqtt_v1.json. Registers are integers
 (millilitres, millilitres per minute) and are written as litres with exactly three

@@ -55,7 +55,7 @@ def test_without_one_the_settings_stay_global_and_ids_free(tmp_path):
 
 def test_a_service_port_needs_passwords_and_a_port_of_its_own(tmp_path):
     with pytest.raises(ValueError, match=r"service port: .* needs a password file \(--password-file\)"):
-        BrokerConfig(port=1883, data_dir=tmp_path, service_port=1884).render()
+        BrokerConfig(port=1883, data_dir=tmp_path, service_port=1884, allow_anonymous=True).render()
     with pytest.raises(ValueError, match="service port: 1883 is another listener's port too"):
         config(tmp_path, service_port=1883).render()
 
@@ -67,3 +67,26 @@ def test_broker_config_flags(capsys, tmp_path):
     assert blocks(capsys.readouterr().out)["listener 1883 0.0.0.0"][-1] == "use_username_as_clientid true"
     assert cli_main(["broker-config", "--service-port", "1884"]) == 2
     assert "--password-file" in capsys.readouterr().err
+
+
+def test_no_broker_without_accounts_unless_anonymous_is_asked_for(tmp_path, capsys):
+    """Secure by default: a config that would let anyone in is refused, naming the fix."""
+    with pytest.raises(ValueError, match=r"password file: with anonymous access off, clients need accounts"):
+        BrokerConfig(port=1883, data_dir=tmp_path).render()
+    assert cli_main(["broker-config", "--data-dir", str(tmp_path)]) == 2
+    assert "--password-file" in capsys.readouterr().err
+    text = BrokerConfig(port=1883, data_dir=tmp_path, allow_anonymous=True).render()  # tests on loopback
+    assert "allow_anonymous true" in text.splitlines()
+
+
+def test_a_drop_in_leaves_debians_own_settings_alone(tmp_path):
+    text = config(tmp_path, service_port=1884, system=True, service_password_file="/etc/mosquitto/s.passwd",
+                  service_acl_file="/etc/mosquitto/s.acl").render()
+    assert not any(x.startswith(("persistence_location", "log_dest", "user ", "pid_file"))
+                   for x in text.splitlines())
+    got = blocks(text)
+    assert got["listener 1884 127.0.0.1"] == ["allow_anonymous false", "password_file /etc/mosquitto/s.passwd",
+                                              "acl_file /etc/mosquitto/s.acl"]
+    assert got["listener 1883 0.0.0.0"] == AUTH + ["use_username_as_clientid true"]
+    with pytest.raises(ValueError, match="service ACL file"):
+        config(tmp_path, service_port=1884, service_password_file="/etc/mosquitto/s.passwd").render()

@@ -1,6 +1,6 @@
 """Hostile input (issue 6): hypothesis-generated topics and payloads fed through the real
 single writer into a real SQLite store. Nothing a meter (or anything on the broker) sends
-may stop the writer, go uncounted, or leave a bad row behind (README "Bad input").
+may stop the writer, go uncounted, or leave a bad row behind (docs/http-api.md "Bad input").
 
 Two levels:
 - the pure decoder: protocol.decode never raises, on any topic and any bytes, and

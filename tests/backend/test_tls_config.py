@@ -19,7 +19,7 @@ from aquafog.broker import BrokerConfig, LocalBroker
 from aquafog.cli import main as cli_main
 from aquafog.config import CloudConfig, ConfigError, GatewayConfig
 from aquafog.tls import TlsError, TlsListener, unreadable_by
-from provisioning import tls as devca
+from aquafog.provisioning import tls as devca
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,12 @@ def listener(certs, **kw) -> TlsListener:
     return TlsListener(str(certs / "ca.crt"), str(certs / "server.crt"), str(certs / "server.key"), **kw)
 
 
+PW = "/etc/mosquitto/aquafog/meters.passwd"  # every listener has accounts: no anonymous broker is generated
+
+
 def test_the_tls_listener_follows_the_general_options_and_precedes_the_bridge(certs, tmp_path):
     bridge = BridgeConfig("north", "cloud.example.org", 8883, cafile="/etc/ssl/cloud-ca.crt")
-    cfg = BrokerConfig(port=1883, data_dir=tmp_path, extra=["log_type information"], bridge=bridge,
+    cfg = BrokerConfig(port=1883, data_dir=tmp_path, extra=["log_type information"], bridge=bridge, password_file=PW,
                        tls=listener(certs, port=8883, host="0.0.0.0", require_certificate=True))
     lines = cfg.render().splitlines()
     tls = lines.index("listener 8883 0.0.0.0")
@@ -50,12 +53,12 @@ def test_the_tls_listener_follows_the_general_options_and_precedes_the_bridge(ce
 
 
 def test_tls_only_and_the_listener_choices_that_make_no_sense(certs, tmp_path):
-    only = BrokerConfig(port=None, data_dir=tmp_path, tls=listener(certs)).render()
+    only = BrokerConfig(port=None, data_dir=tmp_path, tls=listener(certs), password_file=PW).render()
     assert [x for x in only.splitlines() if x.startswith("listener")] == ["listener 8883 127.0.0.1"]
     with pytest.raises(ValueError, match="no listener"):
         BrokerConfig(port=None, data_dir=tmp_path).render()
     with pytest.raises(ValueError, match="tls port: 8883 is the plain listener's port too"):
-        BrokerConfig(port=8883, data_dir=tmp_path, tls=listener(certs)).render()
+        BrokerConfig(port=8883, data_dir=tmp_path, tls=listener(certs), password_file=PW).render()
     with pytest.raises(ValueError, match="tls_version: 'tlsv1.1' must be one of tlsv1.2, tlsv1.3"):
         listener(certs, tls_version="tlsv1.1")
     with pytest.raises(ValueError, match="certfile"):
@@ -65,7 +68,7 @@ def test_tls_only_and_the_listener_choices_that_make_no_sense(certs, tmp_path):
 def test_file_problems_name_the_option_and_what_to_do(certs, tmp_path):
     missing = TlsListener(str(certs / "ca.crt"), str(tmp_path / "nope.crt"), str(certs / "server.key"))
     assert missing.problems() == [f"tls_certfile: {tmp_path / 'nope.crt'} does not exist; make development "
-                                  "certificates with `tools/provision.py tls ca` and `... tls server` "
+                                  "certificates with `aquafog tls ca` and `... tls server` "
                                   "(tools/README.md 'TLS'), or give the file your CA issued"]
     wrong_key = TlsListener(str(certs / "ca.crt"), str(certs / "server.crt"), str(certs / "ca.key"))
     assert wrong_key.problems() == [f"tls_keyfile: {certs / 'ca.key'} is not the private key of tls_certfile "
@@ -109,7 +112,7 @@ def test_a_file_mosquitto_cannot_reach_after_dropping_root(tmp_path):
 
 
 def test_broker_config_flags(certs, tmp_path, capsys):
-    base = ["broker-config", "--data-dir", str(tmp_path), "--host", "127.0.0.1"]
+    base = ["broker-config", "--data-dir", str(tmp_path), "--host", "127.0.0.1", "--password-file", PW]
     tls = ["--tls-port", "8883", "--tls-host", "0.0.0.0", "--cafile", str(certs / "ca.crt"),
            "--certfile", str(certs / "server.crt"), "--keyfile", str(certs / "server.key")]
     # pytest's folders are private: user mosquitto could not read these, so no file checks here

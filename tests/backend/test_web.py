@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -140,9 +141,9 @@ def test_the_cloud_serves_the_same_pages_for_the_city(tmp_path):
 
 
 def test_the_package_ships_the_pages_and_assets():
-    text = (Path(__file__).parents[2] / "backend" / "pyproject.toml").read_text()
-    globs = re.search(r'aquafog = \[(.*?)\]', text.split("[tool.setuptools.package-data]", 1)[1]).group(1)
-    assert '"web/static/*"' in globs and '"web/templates/*"' in globs
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "backend" / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["aquafog"]
+    assert "web/static/*" in globs and "web/templates/*" in globs
     assert all(p.is_file() for p in (WEB / "static").iterdir()), "static/ must stay flat for the glob"
 
 

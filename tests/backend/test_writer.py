@@ -331,7 +331,7 @@ def test_acks_are_coalesced_to_one_per_meter_per_interval_and_the_last_one_is_ne
 
 
 def test_the_answer_to_a_birth_echoes_its_conn_and_reading_acks_carry_none(tmp_path):
-    # the meter syncs only on the answer to its current connection's birth (README "Availability")
+    # the meter syncs only on the answer to its current connection's birth (docs/mqtt-api.md "Availability")
     h = Harness(tmp_path, ack_interval_ms=0)
     try:
         acks = lambda: [p for t, p in h.pub.sent if t == "aquafog/m1/cmnd/ack"]  # noqa: E731

@@ -19,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 class AckGateway:
-    def __init__(self, host: str, port: int, root: str = "aquafog"):
+    def __init__(self, host: str, port: int, root: str = "aquafog", username: str | None = None,
+                 password: str | None = None):
         self.root = root
         self.cond = threading.Condition()
         self.readings: dict[str, list[dict]] = defaultdict(list)  # arrival order
@@ -35,6 +36,8 @@ class AckGateway:
         c.on_subscribe = lambda *a: self._subscribed.set()
         c.on_message = self._on_message
         c.reconnect_delay_set(min_delay=0.05, max_delay=0.5)  # back soon after a broker restart
+        if username is not None:  # a broker with a password file (a provisioned fog)
+            c.username_pw_set(username, password)
         self.client = c
         c.connect(host, port, keepalive=30)
         c.loop_start()
@@ -109,3 +112,18 @@ def gateway(broker):
     g = AckGateway(broker.host, broker.port)
     yield g
     g.close()
+
+
+@pytest.fixture
+def ack_gateway():
+    """make(host, port, **kw) -> an AckGateway (a broker with passwords: username=, password=);
+    every one is closed at teardown."""
+    made = []
+
+    def make(host: str, port: int, **kw) -> AckGateway:
+        g = AckGateway(host, port, **kw)
+        made.append(g)
+        return g
+    yield make
+    for g in made:
+        g.close()

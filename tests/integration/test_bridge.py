@@ -3,10 +3,13 @@ processes (one cloud, fogs "north" and "south"), paho-mqtt clients, no sleeps as
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import threading
 import time
+import tomllib
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -442,3 +445,72 @@ def test_the_documented_cloud_acl_confines_a_fogs_account_to_its_region(tmp_path
         assert time.monotonic() < deadline, "the cloud never refused west's summary"
         up.wait(lambda ms: False, timeout=0.05)  # poll the log with a deadline
     assert not [t for t in up.topics() if "/west/" in t]
+
+
+# --- accounts on the cloud broker made by `aquafog broker-account add` ---------------------------
+
+def test_provisioned_cloud_accounts_confine_each_fog_to_its_region(tmp_path, brokers, clients):
+    """The cloud broker with the accounts provisioning makes: each fog's bridge account
+    (role fog, --region) and the cloud's (role cloud). Negatives in order: a forbidden
+    publish is dealt with (PUBACK or disconnect) before a marker is sent, and the receiver
+    gets the marker with nothing before it."""
+    from integration.test_provision import Client, forbidden
+
+    passwd, acl = tmp_path / "cloud.passwd", tmp_path / "cloud.acl"
+
+    def add(*args: str) -> tuple[str, str]:
+        out = tmp_path / f"account-{len(list(tmp_path.glob('account-*')))}.toml"
+        r = subprocess.run([sys.executable, "-m", "aquafog", "broker-account", "add", *args, "--passwd-file",
+                            str(passwd), "--acl-file", str(acl), "--password-out", str(out), "--no-reload"],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "AQUAFOG_SITE": ""})
+        assert r.returncode == 0, r.stderr
+        user, password = tomllib.loads(out.read_text()).values()
+        return user, password
+
+    north, south, city = add("--region", "north"), add("--region", "south"), add("city", "--role", "cloud")
+    assert (north[0], south[0]) == ("fog-north", "fog-south")
+    cloud = brokers(tmp_path / "cloud", allow_anonymous=False, password_file=passwd, acl_file=acl)
+
+    def login(account: tuple[str, str], client_id: str) -> Client:
+        c = clients(Client(cloud.port, *account, client_id))
+        assert not c.connect().is_failure, account[0]
+        return c
+
+    summary_n = cloud_summary_topic("north", "day", "2026-11-26")
+    up = login(city, "t-city-up")  # the cloud reads every fog's summaries and the city's topics
+    assert not any(rc.is_failure for rc in up.subscribe(cloud_summary_filter(), city_topic("mean", "day")))
+    at_north = login(north, "t-north")
+    at_north.subscribe(cloud_command_topic("north", "valve"), cloud_command_topic("south", "valve"),
+                       city_topic("mean", "day"))
+
+    # north publishes its summaries
+    assert at_north.publish(summary_n, b"n1") == "acked"
+    assert up.until(summary_n) == [(summary_n, b"n1")]
+    # ... but not as south, nor the city's figures, nor commands
+    as_north = lambda: login(north, f"t-north-{time.monotonic_ns()}")  # noqa: E731
+    forbidden(None, as_north, cloud_summary_topic("south", "day", "2026-11-26"), b"forged")
+    forbidden(None, as_north, city_topic("mean", "day"), b"forged")
+    forbidden(None, as_north, cloud_command_topic("north", "valve"), b"forged")
+    # ... and the cloud does not forge a fog's summary
+    forbidden(None, lambda: login(city, f"t-city-{time.monotonic_ns()}"), summary_n, b"forged")
+    assert at_north.publish(summary_n, b"marker") == "acked"
+    assert up.until(summary_n, b"marker") == [(summary_n, b"marker")]
+
+    # the cloud commands any fog and publishes the city's figures; north reads only its own commands
+    down = login(city, "t-city-down")
+    assert down.publish(cloud_command_topic("south", "valve"), b"for south") == "acked"
+    assert down.publish(cloud_command_topic("north", "valve"), b"for north") == "acked"
+    assert at_north.until(cloud_command_topic("north", "valve")) == [(cloud_command_topic("north", "valve"),
+                                                                      b"for north")]
+    assert down.publish(city_topic("mean", "day"), b"m") == "acked"
+    assert at_north.until(city_topic("mean", "day")) == [(city_topic("mean", "day"), b"m")]
+    assert up.until(city_topic("mean", "day")) == [(city_topic("mean", "day"), b"m")]
+
+    # a real bridge on north's account carries a summary up and a command down
+    fog = brokers(tmp_path / "fog-north", bridge=BridgeConfig("north", cloud.host, cloud.port, restart_timeout=1,
+                                                              keepalive=5, remote_username=north[0],
+                                                              remote_password=north[1]))
+    wait_bridged(cloud, fog, "north", clients, auth=city)
+    clients(Publisher(fog)).publish(fog_summary_topic("day", "2026-11-27"), b"bridged")
+    assert up.until(cloud_summary_topic("north", "day", "2026-11-27")) == \
+        [(cloud_summary_topic("north", "day", "2026-11-27"), b"bridged")]

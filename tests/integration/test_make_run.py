@@ -5,6 +5,7 @@ stops every process it started and exits 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -20,6 +21,7 @@ import pytest
 
 from aquafog.broker import free_port
 
+from .connack import connack
 from .httpjson import authorize, forget, get, post
 
 pytestmark = pytest.mark.integration
@@ -143,6 +145,19 @@ def test_make_run_runs_two_fogs_and_the_cloud_and_stops_everything(tmp_path, how
         cloud, cloud_broker = m[1], int(m[2])
         assert [f[0] for f in (fogs["north"], fogs["south"])] == [f"http://127.0.0.1:{p}/api/v1" for p in ports[:2]]
         assert cloud == f"http://127.0.0.1:{ports[2]}/api/v1"
+        # no broker lets anyone in without an account: the meters' and the service listeners of
+        # both fogs, the cloud broker's listener for the fogs' bridges and its service listener
+        listeners = [int(p) for p in re.findall(r"(?:broker|service listener) mqtt://127\.0\.0\.1:(\d+)", text)]
+        assert len(listeners) == 6, text
+        for port in listeners:
+            assert connack(port) == "Not authorized", port
+        # a provisioned meter gets in with its own password on its fog's listener, and only there
+        cfg = json.loads((run_dir / "north" / "meters" / "n0001" / "config.json").read_text())
+        assert (cfg["broker_port"], cfg["mqtt_password"] != "") == (fogs["north"][1], True)
+        assert connack(fogs["north"][1], "n0001", cfg["mqtt_password"], "n0001") == "Success"
+        assert connack(fogs["north"][1], "n0001", "not-its-password", "n0001") == "Not authorized"
+        service = int(re.search(r"fog north.*\n\s+service listener mqtt://127\.0\.0\.1:(\d+)", text)[1])
+        assert connack(service, "n0001", cfg["mqtt_password"], "aquafog-gateway") == "Not authorized"
         for needle in (f"{cloud}/city/ranking?n=10", f"{cloud}/city/mean", f"{cloud}/meters/s0005",
                        f"{cloud}/meters/s0005/valve"):
             assert needle in text, (needle, text)
@@ -155,15 +170,20 @@ def test_make_run_runs_two_fogs_and_the_cloud_and_stops_everything(tmp_path, how
             authorize(api, tokens[region.upper()])
 
         # the whole chain: the city ranking at the cloud has every meter of both fogs
-        out.wait_for(r"^ready: the city ranking at the cloud lists meters of north and south", STARTUP_S)
+        out.wait_for(r"^ready: the city ranking at the cloud merges the partials of north and south", STARTUP_S)
         ready_s = time.monotonic() - t0
         for region, (api, _) in fogs.items():
             poll(lambda api=api: get(f"{api}/health")[0] == 200, f"{region} healthy", 10, out.lines)
-        everyone = sorted(f"{p}{i:04d}" for p in REGIONS.values() for i in range(1, METERS + 1))
-        poll(lambda: sorted(i["meter"] for i in get(f"{cloud}/city/ranking?n={2 * METERS}")[1].get("items", []))
-             == everyone, "every meter of both fogs in the city ranking", 20, out.lines)
-        status, body = get(f"{cloud}/city/ranking?n=5")
-        assert status == 200 and len(body["items"]) == 5 and sorted(body["regions"]) == sorted(REGIONS), body
+        # every meter of both fogs counts in the city mean (this month: the replay may all be
+        # yesterday's just after midnight), and the meters that used water are in the ranking
+        poll(lambda: get(f"{cloud}/city/mean?period=month")[1].get("meters") == 2 * METERS,
+             "every meter of both fogs in the city mean", 20, out.lines)
+        status, body = get(f"{cloud}/city/mean?period=month")
+        assert sorted(r["region"] for r in body["regions"]) == sorted(REGIONS), body
+        everyone = {f"{p}{i:04d}" for p in REGIONS.values() for i in range(1, METERS + 1)}
+        status, body = get(f"{cloud}/city/ranking?n={2 * METERS}&period=month")
+        assert status == 200 and sorted(body["regions"]) == sorted(REGIONS), body
+        assert {i["meter"] for i in body["items"]} <= everyone, body
         assert all(i["meter"][0] == REGIONS[i["region"]] for i in body["items"]), body
         status, body = get(f"{cloud}/fogs")
         assert status == 200 and sorted(f["region"] for f in body["items"]) == sorted(REGIONS), body

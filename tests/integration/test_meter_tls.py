@@ -1,5 +1,5 @@
 """The real meter firmware (in the emulator, with CPython's ssl) over TLS against a real
-Mosquitto TLS listener and the real gateway, with the files `provision.py meter --tls-*`
+Mosquitto TLS listener and the real gateway, with the files `aquafog meter provision --tls-*`
 wrote next to each meter's config.json, as `make flash` puts them on the board.
 
 - over mutual TLS, readings arrive and are acknowledged (stored) at the gateway;
@@ -37,9 +37,9 @@ def mtls_fog(pki):
     os.chmod(root, 0o711)
     f = TlsFog(root, pki, require_certificate=True)
     tls = ["--tls-client-certs", str(pki / "ca"), "--broker-port", str(f.tls.port)]
-    f.provision("meter", "ta", "tb", *tls, "--tls-hostname", "localhost")
-    f.provision("meter", "tc", *tls)
-    f.provision("service", "gateway", "--password-out", str(root / "gateway.toml"))
+    f.provision("ta", "tb", *tls, "--tls-hostname", "localhost")
+    f.provision("tc", *tls)
+    f.account("gateway", "--password-out", str(root / "gateway.toml"))
     f.broker.start()
     yield f
     f.broker.stop()

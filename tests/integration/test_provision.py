@@ -1,8 +1,10 @@
 """Provisioning against a real Mosquitto with allow_anonymous false and the password
-and ACL files `tools/provision.py` generated: the meters and the gateway get in with
-their own passwords and nothing else does; a meter reaches only its own topics; the
-gateway account does its job; a reload (SIGHUP) takes new and rotated passwords; and
-the real gateway and the real firmware work with the provisioned accounts.
+and ACL files `aquafog meter provision` and `aquafog broker-account add` generated: the
+meters and the gateway get in with their own passwords and nothing else does; a meter
+reaches only its own topics; the gateway account does its job; a reload (SIGHUP) takes
+new and rotated passwords; with the service listener's own files, a meter's password
+does not open it; and the real gateway and the real firmware work with the provisioned
+accounts.
 
 Negatives are proved in order, without timeouts: a forbidden message is sent first,
 then a marker on a permitted topic through the same broker path, and the receiver
@@ -35,7 +37,6 @@ from aquafog.store.engine import open_engine
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 TOPICS = Topics("aquafog")
 WAIT = 10.0
 
@@ -138,11 +139,21 @@ acl_file = "aquafog.acl"
 meters_dir = "meters"
 ''')
 
-    def provision(self, *args: str) -> str:
-        r = subprocess.run([sys.executable, str(ROOT / "tools" / "provision.py"), *args, "--site", str(self.site)],
+    def aquafog(self, *command: str) -> str:
+        """The installed command, with this fog's site file; the broker is reloaded only by
+        --reload-pid, never a systemd-run Mosquitto this machine may have."""
+        r = subprocess.run([sys.executable, "-m", "aquafog", *command, "--site", str(self.site), "--no-reload"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         return r.stdout
+
+    def provision(self, *args: str) -> str:
+        """`aquafog meter provision ARGS`."""
+        return self.aquafog("meter", "provision", *args)
+
+    def account(self, *args: str) -> str:
+        """`aquafog broker-account add ARGS`."""
+        return self.aquafog("broker-account", "add", *args)
 
     def config(self, meter: str) -> dict:
         return json.loads((self.meters_dir / meter / "config.json").read_text())
@@ -176,16 +187,30 @@ meters_dir = "meters"
             time.sleep(0.01)
 
 
-@pytest.fixture
-def fog():
+class SplitFog(Fog):
+    """A fog whose service listener has password and ACL files of its own: the site's
+    services_passwd_file and services_acl_file, the broker's per-listener files."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.services_passwd, self.services_acl = root / "services.passwd", root / "services.acl"
+        with self.site.open("a") as f:
+            f.write('services_passwd_file = "services.passwd"\nservices_acl_file = "services.acl"\n')
+        self.broker = LocalBroker(self.broker.data_dir, port=self.broker.port, allow_anonymous=False,
+                                  password_file=self.passwd, acl_file=self.acl, user="mosquitto",
+                                  service_port=self.broker.config.service_port,
+                                  service_password_file=self.services_passwd, service_acl_file=self.services_acl)
+
+
+def running_fog(kind: type[Fog]):
     # Not tmp_path: pytest's folders are private to their owner, and Mosquitto reads
     # the password and ACL files as the `mosquitto` user after dropping root.
     root = Path(tempfile.mkdtemp(prefix="aquafog-provision-"))
     os.chmod(root, 0o711)
-    f = Fog(root)
-    f.provision("meter", "ma", "mb")
-    f.provision("service", "gateway", "--password-out", str(root / "gateway.toml"))
-    f.provision("service", "look", "--role", "observer", "--password-out", str(root / "look.toml"))
+    f = kind(root)
+    f.provision("ma", "mb")
+    f.account("gateway", "--password-out", str(root / "gateway.toml"))
+    f.account("look", "--role", "observer", "--password-out", str(root / "look.toml"))
     f.broker.start()
     clients: list[Client] = []
     f.clients = clients
@@ -194,6 +219,16 @@ def fog():
         c.close()
     f.broker.stop()
     shutil.rmtree(root)
+
+
+@pytest.fixture
+def fog():
+    yield from running_fog(Fog)
+
+
+@pytest.fixture
+def split_fog():
+    yield from running_fog(SplitFog)
 
 
 def keep(fog: Fog, c: Client) -> Client:
@@ -309,12 +344,12 @@ def test_new_and_rotated_passwords_take_effect_after_reload(fog):
     assert str(Client(fog.broker.port, "mc", "x").connect()) == "Not authorized"
     old_ma = fog.config("ma")["mqtt_password"]
     pid = str(fog.broker.proc.pid)
-    out = fog.provision("meter", "mc", "--reload-pid", pid)
+    out = fog.provision("mc", "--reload-pid", pid)
     assert f"Mosquitto (pid {pid}) was told to reload" in out
     fog.wait_log("Reloading config.", 1)
     keep(fog, fog.meter("mc"))
 
-    fog.provision("meter", "ma", "--rotate-password", "--reload-pid", pid)
+    fog.provision("ma", "--rotate-password", "--reload-pid", pid)
     fog.wait_log("Reloading config.", 2)
     assert fog.config("ma")["mqtt_password"] != old_ma
     assert str(Client(fog.broker.port, "ma", old_ma).connect()) == "Not authorized"
@@ -362,3 +397,31 @@ def test_the_real_firmware_connects_with_its_provisioned_password(fog):
     finally:
         fleet.stop()
         gw.stop()
+
+
+# -- the service listener with files of its own --------------------------------------------------
+def test_a_meters_password_does_not_open_the_service_listener(split_fog):
+    fog = split_fog
+    assert "gateway" not in fog.passwd.read_text() and "ma:" not in fog.services_passwd.read_text()
+    ma_password = fog.config("ma")["mqtt_password"]
+    # a stolen meter password: no way in where client ids are free (and the gateway's is there)
+    assert str(Client(fog.broker.service_port, "ma", ma_password, "aquafog-gateway").connect()) == "Not authorized"
+    # and the gateway's account is no meter: not on the meters' listener
+    assert str(Client(fog.broker.port, "gateway", fog.service_password("gateway")).connect()) == "Not authorized"
+
+
+def test_with_its_own_files_the_gateway_still_hears_and_commands_the_meters(split_fog):
+    fog = split_fog
+    gw = keep(fog, fog.service("gateway", client_id="aquafog-gateway"))
+    assert all(not rc.is_failure for rc in gw.subscribe(*TOPICS.subscriptions()))
+    ma = keep(fog, fog.meter("ma"))
+    ma.subscribe("aquafog/ma/cmnd/#")
+    assert ma.publish(TOPICS.reading("ma"), reading(0, 450)) == "acked"
+    assert gw.until(TOPICS.reading("ma")) == [(TOPICS.reading("ma"), reading(0, 450))]
+    assert gw.publish(TOPICS.valve_command("ma"), b"marker") == "acked"
+    assert ma.until(TOPICS.valve_command("ma"), b"marker") == [(TOPICS.valve_command("ma"), b"marker")]
+    # the gateway's role holds on its listener too: no forged reading
+    forbidden(fog, lambda: fog.service("gateway", client_id="gw-forger"), TOPICS.reading("mb"), reading(0, 1))
+    assert ma.publish(TOPICS.reading("ma"), b"after") == "acked"
+    assert gw.until(TOPICS.reading("ma"), b"after") == [(TOPICS.reading("ma"), b"after")]
+    assert gw.events.empty()  # never knocked off

@@ -1,5 +1,5 @@
 """MQTT over TLS against a real Mosquitto: the broker's TLS listener (aquafog.tls), the
-development CA of `tools/provision.py tls`, and the clients (paho, the real gateway).
+development CA of `aquafog tls`, and the clients (paho, the real gateway).
 
 The broker runs as a provisioned fog does (allow_anonymous false, password file, ACL),
 so every TLS client also logs in with its own account. What must fail is proved by the
@@ -35,11 +35,8 @@ from integration.test_provision import TOPICS, WAIT, Client, Fog, reading
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def devca(*args: str) -> str:
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "provision.py"), "tls", *args],
+    r = subprocess.run([sys.executable, "-m", "aquafog", "tls", *args],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -100,8 +97,8 @@ def make_fog(pki: Path, **kw):
     root = Path(tempfile.mkdtemp(prefix="aquafog-tlsfog-"))
     os.chmod(root, 0o711)
     f = TlsFog(root, pki, **kw)
-    f.provision("meter", "ma", "mb")
-    f.provision("service", "gateway", "--password-out", str(root / "gateway.toml"))
+    f.provision("ma", "mb")
+    f.account("gateway", "--password-out", str(root / "gateway.toml"))
     f.broker.start()
     return f
 

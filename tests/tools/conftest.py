@@ -1,6 +1,9 @@
-"""Fixtures for the provisioning tool: a fog's files in a temporary folder (the
-gateway's store, Mosquitto's password and ACL files, the meters' configs), and a
-check of a password against a Mosquitto password file."""
+"""Fixtures for provisioning (aquafog.provisioning): a fog's files in a temporary folder
+(the gateway's store, Mosquitto's password and ACL files, the meters' configs), and a
+check of a password against a Mosquitto password file.
+
+Every test runs as on a machine without an installed fog and without systemd, whatever
+this machine has: no /etc/aquafog/site.toml, no $AQUAFOG_SITE, no `systemctl reload`."""
 
 from __future__ import annotations
 
@@ -10,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from aquafog.provisioning import mosquitto, site
+from aquafog.provisioning.site import Site
 from aquafog.store.engine import open_engine
-from provisioning.site import Site
+
+
+@pytest.fixture(autouse=True)
+def no_installed_fog(tmp_path, monkeypatch):
+    monkeypatch.delenv(site.SITE_ENV, raising=False)
+    monkeypatch.setattr(site, "SYSTEM_SITE_FILE", tmp_path / "no-etc-aquafog" / "site.toml")
+    monkeypatch.setattr(mosquitto, "SYSTEMD_RUNTIME_DIR", tmp_path / "no-run-systemd")
 
 
 def passwd_matches(path: Path, user: str, password: str) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 from aquafog.protocol import METER_ID_RE
 from aquameter.config import valid_meter_id
-from provisioning import ProvisionError, identity
+from aquafog.provisioning import ProvisionError, identity
 
 CASES = [
     ("m0001", True), ("a", True), ("0", True), ("a" * 32, True), ("m_1-x", True), ("9-z", True),

@@ -5,6 +5,7 @@ config.json, what is refused before any change."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -15,12 +16,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from aquafog.provisioning import ProvisionError
+from aquafog.provisioning import tls as devca
+from aquafog.provisioning.provisioner import provision_meters
 from aquameter import config as firmware_config
-from provisioning import ProvisionError
-from provisioning import tls as devca
-from provisioning.provisioner import provision_meters
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_an_unusable_ca_or_client_folder_is_refused_before_any_change(fog, tmp_p
 def test_the_tls_keys_are_not_set_through_the_meter_table(fog, ca, tmp_path):
     site_file = tmp_path / "site.toml"
     site_file.write_text('wifi_ssid = "x"\n[meter]\nmqtt_tls = true\n')
-    from provisioning import site
+    from aquafog.provisioning import site
 
     with pytest.raises(ProvisionError) as e:
         site.load(site_file, {})
@@ -97,11 +96,12 @@ def test_the_tls_keys_are_not_set_through_the_meter_table(fog, ca, tmp_path):
 
 
 def test_the_command_line_flags(fog, ca, tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "provision.py"), "meter", "m0009",
+    r = subprocess.run([sys.executable, "-m", "aquafog", "meter", "provision", "m0009", "--no-reload",
                         "--wifi-ssid", "pumphouse", "--broker-host", "192.168.1.10", "--broker-port", "8883",
                         "--db", str(fog.db), "--passwd-file", str(fog.passwd_file), "--acl-file", str(fog.acl_file),
                         "--meters-dir", str(fog.meters_dir), "--tls-client-certs", str(ca),
-                        "--tls-hostname", "fog1.lan"], capture_output=True, text=True, timeout=60)
+                        "--tls-hostname", "fog1.lan"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "AQUAFOG_SITE": ""})  # no site file, whatever this machine has
     assert r.returncode == 0, r.stderr
     assert "TLS          mqtt_tls on; next to each config.json: ca.crt, client.crt, client.key" in r.stdout
     cfg = load(fog, "m0009")

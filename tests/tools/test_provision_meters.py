@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from aquafog.provisioning import ProvisionError, acl, mosquitto, provisioner
+from aquafog.provisioning.provisioner import provision_meters
 from aquafog.store.engine import open_engine
 from aquafog.store.schema import meters
 from aquameter import config as firmware_config
-from provisioning import ProvisionError, acl, mosquitto
-from provisioning.provisioner import provision_meters
 
 
 def registered(db) -> dict:
@@ -256,7 +258,7 @@ def test_a_concurrent_run_is_refused(fog):
     provision_meters(fog, ["m1"])
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo provision.py` has")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo aquafog meter provision` has")
 def test_under_sudo_the_meters_files_belong_to_the_technician(fog, monkeypatch):
     monkeypatch.setenv("SUDO_UID", "4321")
     monkeypatch.setenv("SUDO_GID", "4322")
@@ -265,3 +267,40 @@ def test_under_sudo_the_meters_files_belong_to_the_technician(fog, monkeypatch):
               fog.meters_dir / "m1" / "config.json"):
         assert (p.stat().st_uid, p.stat().st_gid) == (4321, 4322), p
     assert fog.passwd_file.stat().st_uid == 0  # the broker's files stay root's
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo aquafog meter provision` has")
+def test_as_root_the_gateways_store_is_written_by_its_owner(fog, monkeypatch):
+    """An installed fog's store belongs to the gateway's user: registering as root must not
+    leave it root-owned files the gateway cannot open, so the registration runs as that user.
+    (SQLite itself hands a -wal made by root to the database's owner and removes it at
+    close, so the files alone would not tell: the registration says who ran it.)"""
+    import importlib
+    import pwd
+    import shutil
+
+    importlib.import_module("sqlite3")  # before the switch to `nobody`, who may not read this Python's folder
+
+    real = provisioner._register
+
+    def register_and_say_who(db, ids, label):
+        (db.parent / "registered-by").write_text(str(os.geteuid()))
+        return real(db, ids, label)
+
+    monkeypatch.setattr(provisioner, "_register", register_and_say_who)
+    nobody = pwd.getpwnam("nobody")
+    root = Path(tempfile.mkdtemp(prefix="aquafog-store-"))
+    try:
+        os.chmod(root, 0o711)
+        store = root / "var-lib-aquafog"
+        store.mkdir(mode=0o750)
+        open_engine(store / "gateway.db").dispose()
+        for p in [store, *store.iterdir()]:
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+        run = provision_meters(replace(fog, db=store / "gateway.db"), ["m1"])
+        assert run.registered == ["m1"] and set(registered(store / "gateway.db")) == {"m1"}
+        assert (store / "registered-by").read_text() == str(nobody.pw_uid)
+        assert {p.name: p.stat().st_uid for p in store.iterdir()} == \
+            {"gateway.db": nobody.pw_uid, "registered-by": nobody.pw_uid}
+    finally:
+        shutil.rmtree(root)

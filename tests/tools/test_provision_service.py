@@ -1,5 +1,6 @@
-"""Service accounts (the gateway's broker account): a role's block in the ACL, a
-password shown once or written to a private file, refusal and rotation."""
+"""Service accounts (the gateway's broker account, the cloud's, a fog's bridge on the cloud
+broker): a role's block in the ACL, a password shown once or written to a private file,
+refusal and rotation, and the service listener's own files."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from provisioning import ProvisionError, acl
-from provisioning.provisioner import provision_meters, provision_service
+from aquafog.provisioning import ProvisionError, acl, mosquitto
+from aquafog.provisioning.provisioner import credentials_lines, provision_meters, provision_service
 
 
 def test_gateway_account(fog, password_ok):
@@ -87,3 +88,87 @@ def test_topic_root_of_the_site(fog):
     provision_service(replace(fog, topic_root="city"), "gateway")
     lines = fog.acl_file.read_text().splitlines()
     assert "topic write city/+/cmnd/#" in lines and "pattern write city/%u/tele/#" in lines
+
+
+# -- the service listener's own files (services_passwd_file, services_acl_file) -------------------
+@pytest.fixture
+def split(fog, tmp_path):
+    """A fog whose service listener has its own password and ACL files."""
+    return replace(fog, services_passwd_file=tmp_path / "services.passwd", services_acl_file=tmp_path / "services.acl")
+
+
+def test_service_accounts_go_into_the_service_listeners_files_only(split, password_ok):
+    provision_meters(split, ["m1"])
+    meters_passwd, meters_acl = split.passwd_file.read_bytes(), split.acl_file.read_bytes()
+    run = provision_service(split, "gateway")
+    assert (run.passwd_file, run.acl_file) == (split.services_passwd_file, split.services_acl_file)
+    assert password_ok(split.services_passwd_file, "gateway", run.password)
+    assert split.services_acl_file.read_text() == acl.ensure("", "aquafog", {"gateway": "gateway"}, patterns=False)
+    # a stolen meter password is no key to the service listener, and no service account is a meter's key
+    assert (split.passwd_file.read_bytes(), split.acl_file.read_bytes()) == (meters_passwd, meters_acl)
+    assert "gateway" not in mosquitto.passwd_users(split.passwd_file)
+
+
+def test_meters_never_go_into_the_service_listeners_files(split):
+    provision_service(split, "gateway")
+    services = split.services_passwd_file.read_bytes(), split.services_acl_file.read_bytes()
+    provision_meters(split, ["m1", "m2"])
+    assert (split.services_passwd_file.read_bytes(), split.services_acl_file.read_bytes()) == services
+    assert mosquitto.passwd_users(split.passwd_file) == {"m1", "m2"}
+
+
+def test_a_meter_may_not_take_a_service_accounts_name_in_either_file(split):
+    provision_service(split, "gateway")
+    with pytest.raises(ProvisionError, match=rf"gateway: is a service account \(`user gateway` in "
+                                             rf"{split.services_acl_file}\)"):
+        provision_meters(split, ["gateway"])
+    # an account in the services' password file alone (made by hand) counts too
+    split.services_acl_file.write_text("")
+    with pytest.raises(ProvisionError, match=rf"gateway: is a service account \(a user of "
+                                             rf"{split.services_passwd_file}\)"):
+        provision_meters(split, ["gateway"])
+    assert "gateway" not in mosquitto.passwd_users(split.passwd_file)
+
+
+def test_a_service_account_may_not_take_a_meters_name(split):
+    provision_meters(split, ["gw1"])
+    (split.meters_dir / "gw1" / "config.json").unlink()  # provisioned elsewhere: only its account is here
+    with pytest.raises(ProvisionError, match="'gw1' has an account in the meters' password file"):
+        provision_service(split, "gw1", role="gateway")
+    assert not split.services_passwd_file.exists()
+
+
+# -- accounts on the cloud broker ----------------------------------------------------------------
+def test_a_fogs_bridge_account(fog, password_ok):
+    run = provision_service(fog, None, region="north")
+    assert (run.name, run.role, run.region) == ("fog-north", "fog", "north")
+    assert password_ok(fog.passwd_file, "fog-north", run.password)
+    text = fog.acl_file.read_text()
+    assert "topic write aquafog-city/fogs/north/summary/#" in text.splitlines()
+    assert "pattern" not in text  # a cloud broker has no meters
+    assert provision_service(fog, "fog-north", role="fog", region="north", rotate=True).rotated
+    assert fog.acl_file.read_text() == text
+
+
+def test_the_cloud_account(fog):
+    run = provision_service(fog, "city", role="cloud")
+    assert run.role == "cloud" and run.region is None
+    assert "topic readwrite aquafog-city/city/#" in fog.acl_file.read_text().splitlines()
+
+
+def test_region_and_role_must_agree(fog):
+    with pytest.raises(ProvisionError, match="only the fog role has a region"):
+        provision_service(fog, "gateway", region="north")
+    with pytest.raises(ProvisionError, match="role fog: which region"):
+        provision_service(fog, "fog-north", role="fog")
+    with pytest.raises(ProvisionError, match="which account"):
+        provision_service(fog, None, role="cloud")
+    assert not fog.passwd_file.exists() and not fog.acl_file.exists()
+
+
+def test_credentials_lines_name_where_they_go(fog):
+    run = provision_service(fog, "city", role="cloud")
+    assert tomllib.loads(credentials_lines("city", run.password, "cloud")) == \
+        {"mqtt_username": "city", "mqtt_password": run.password}
+    assert tomllib.loads(credentials_lines("fog-north", "pw", "fog")) == \
+        {"remote_username": "fog-north", "remote_password": "pw"}

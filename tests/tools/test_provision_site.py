@@ -1,5 +1,5 @@
 """Site settings: defaults < site file (TOML or JSON) < flags; every error at once;
-every key documented in tools/README.md."""
+every key documented, with its default, in the doc that holds the site file's table."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from provisioning import ProvisionError, site
+from aquafog.provisioning import ProvisionError, site
 
-TOOLS_README = Path(__file__).resolve().parents[2] / "tools" / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+# Where the site file's keys may be documented: the user's guide, else the tools' README.
+SITE_DOCS = (ROOT / "docs" / "meters.md", ROOT / "tools" / "README.md")
 
 SITE_TOML = """
 wifi_ssid = "pumphouse"
@@ -127,12 +129,54 @@ def test_set_needs_key_and_value():
         site.parse_assignment("k_factor")
 
 
-def test_tools_readme_documents_every_site_key_with_its_default():
-    text = TOOLS_README.read_text()
-    section = text[text.index("## Provisioning"):]
-    section = section[:section.find("\n## ", 1)] if "\n## " in section[1:] else section
+def site_file_section(text: str) -> str | None:
+    """The section under a "Site file" heading, up to the next heading of its level or above."""
+    head = re.search(r"^(#+) Site file\b.*$", text, re.M)
+    if head is None:
+        return None
+    end = re.search(rf"^#{{1,{len(head.group(1))}}} ", text[head.end():], re.M)
+    return text[head.end():head.end() + end.start() if end else len(text)]
+
+
+def test_every_site_key_is_documented_with_its_default():
+    sections = [(doc, site_file_section(doc.read_text())) for doc in SITE_DOCS if doc.exists()]
+    doc, section = next(((d, s) for d, s in sections if s and "| `wifi_ssid` |" in s), (None, None))
+    assert section, f"no 'Site file' section with the keys' table in {', '.join(map(str, SITE_DOCS))}"
     for key, (default, _) in site.SITE_KEYS.items():
         row = re.search(rf"^\| `{key}` \|([^|]*)\|", section, re.M)
-        assert row, f"tools/README.md 'Provisioning' has no row for site key {key!r}"
+        assert row, f"{doc} 'Site file' has no row for site key {key!r}"
         if default not in (None, {}):
             assert str(default) in row.group(1), (key, row.group(0))
+
+
+def test_the_service_listeners_files_come_in_pairs_and_apart_from_the_meters(tmp_path):
+    f = tmp_path / "site.toml"
+    f.write_text('passwd_file = "meters.passwd"\nacl_file = "meters.acl"\nservices_passwd_file = "services.passwd"\n')
+    with pytest.raises(ProvisionError) as e:
+        site.load(f, {})
+    assert e.value.details == ["services_passwd_file, services_acl_file: give both or neither (the service "
+                               "listener's own password and ACL files)"]
+    f.write_text('passwd_file = "meters.passwd"\nacl_file = "meters.acl"\n'
+                 'services_passwd_file = "meters.passwd"\nservices_acl_file = "services.acl"\n')
+    with pytest.raises(ProvisionError, match="services_passwd_file: is passwd_file too"):
+        site.load(f, {})
+    f.write_text('passwd_file = "meters.passwd"\nacl_file = "meters.acl"\n'
+                 'services_passwd_file = "services.passwd"\nservices_acl_file = "services.acl"\n')
+    s = site.load(f, {})
+    assert s.service_files == (tmp_path / "services.passwd", tmp_path / "services.acl")
+    assert site.load(None, {"passwd_file": "p", "acl_file": "a"}).service_files == (Path("p"), Path("a"))
+
+
+def test_which_site_file(tmp_path, monkeypatch):
+    installed = tmp_path / "etc-site.toml"
+    monkeypatch.setattr(site, "SYSTEM_SITE_FILE", installed)
+    assert site.find_site_file(None) == (None, f"none given, no {installed}")
+    installed.write_text("")
+    assert site.find_site_file(None) == (installed, "the installed fog's")
+    mine = tmp_path / "mine.toml"
+    mine.write_text("")
+    monkeypatch.setenv("AQUAFOG_SITE", str(mine))
+    assert site.find_site_file(None) == (mine, "AQUAFOG_SITE")
+    assert site.find_site_file("given.toml") == (Path("given.toml"), "--site")
+    monkeypatch.setenv("AQUAFOG_SITE", "")
+    assert site.find_site_file(None) == (None, "AQUAFOG_SITE is empty")

@@ -1,4 +1,4 @@
-"""`tools/provision.py tls`: the development CA, the broker's and clients' certificates."""
+"""`aquafog tls` (aquafog.provisioning.tls): the development CA, the broker's and clients' certificates."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-import provision
-from provisioning import ProvisionError
-from provisioning import tls as devca
+from aquafog.cli import main as aquafog
+from aquafog.provisioning import ProvisionError
+from aquafog.provisioning import tls as devca
 
 
 def mode(p) -> int:
@@ -121,13 +121,13 @@ def test_certificates_need_the_ca_first(tmp_path):
 
 def test_the_command(tmp_path, capsys):
     d = str(tmp_path / "c")
-    assert provision.main(["tls", "ca", "--dir", d]) == 0
+    assert aquafog(["tls", "ca", "--dir", d]) == 0
     assert "made a development CA" in capsys.readouterr().out
-    assert provision.main(["tls", "ca", "--dir", d]) == 1
+    assert aquafog(["tls", "ca", "--dir", d]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("provision.py tls ca: a CA already exists in ") and "--force" in err
-    assert provision.main(["tls", "server", "--dir", d, "fog1.lan", "10.1.2.3"]) == 0
+    assert err.startswith("aquafog tls ca: a CA already exists in ") and "--force" in err
+    assert aquafog(["tls", "server", "--dir", d, "fog1.lan", "10.1.2.3"]) == 0
     out = capsys.readouterr().out
     assert "for fog1.lan, 10.1.2.3, localhost, 127.0.0.1, ::1" in out and "--tls-port 8883" in out
-    assert provision.main(["tls", "client", "gateway", "--dir", d]) == 0
+    assert aquafog(["tls", "client", "gateway", "--dir", d]) == 0
     assert "mqtt_certfile" in capsys.readouterr().out

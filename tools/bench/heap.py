@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import mpwasm  # noqa: E402
-from flash import compile_firmware  # noqa: E402
+from aquafog.flash import compile_firmware  # noqa: E402
 
 GOAL_BYTES = 40 * 1024
 PROBE = Path(__file__).resolve().parent / "heap_probe.py"

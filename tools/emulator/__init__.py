@@ -18,7 +18,8 @@ install_modules()
 
 from .clock import MicroTime, SimClock  # noqa: E402
 from .fleet import EmulatedMeter, Fleet, Scheduler, WaterLine, meter_ids  # noqa: E402
+from .meters_dir import MetersDirError, ProvisionedMeter  # noqa: E402
 from .usage import MeterUsage, Profile, assign_profiles  # noqa: E402
 
 __all__ = ["Fleet", "EmulatedMeter", "Scheduler", "WaterLine", "SimClock", "MicroTime", "MeterUsage",
-           "Profile", "assign_profiles", "meter_ids", "FIRMWARE_DIR"]
+           "Profile", "assign_profiles", "meter_ids", "MetersDirError", "ProvisionedMeter", "FIRMWARE_DIR"]

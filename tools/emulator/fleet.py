@@ -20,6 +20,9 @@ is a contact closure that bounces, stays closed, and bounces again as it opens
 
 Each meter also has an RTC (lost at power-on, kept across resets) that its `ntptime`
 stand-in sets from the simulated clock, and reports the reset cause of its boot.
+
+Meters are invented (ids and common settings) or provisioned: Fleet.from_meters_dir runs
+each `<id>/config.json` of a folder with its own settings (meters_dir.py reads them).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from aquameter.app import Meter
 from aquameter.hal import Board
 
 from .clock import MicroTime, Rtc, SimClock
+from .meters_dir import load as meters_dir_load
 from .netloop import NetLoop
 from .standins import Machine, MachineReset, MQTTClient, MQTTHooks, Network, Ntp
 from .usage import MeterUsage, Profile, assign_profiles
@@ -572,14 +576,23 @@ def meter_ids(n: int, prefix: str = "m") -> list[str]:
     return ["%s%0*d" % (prefix, width, i) for i in range(1, n + 1)]
 
 
+# config.json keys the emulator sets for every meter, provisioned or invented
+EMULATOR_CONFIG = {
+    "mqtt_keepalive_s": 0,  # the stand-in keeps the TCP link alive on real time
+}
+# Fleet settings that describe invented meters; a provisioned meter's config.json has its own
+INVENTED_ONLY = ("report_interval_s", "k_factor", "topic_root", "mqtt_password")
+
+
 class Fleet:
-    def __init__(self, host: str, port: int, meter_ids: list[str], seed: int = 1, speed: float = 300.0,
+    def __init__(self, host: str | None = None, port: int | None = None, meter_ids: list[str] | None = None,
+                 seed: int = 1, speed: float = 300.0,
                  start_epoch: float | None = None, report_interval_s: int = 60, duplicate_prob: float = 0.0,
                  k_factor: float = 450, topic_root: str = "aquafog", fs_root: str | Path | None = None,
                  mqtt_password: str | Callable[[str], str] = "", workers: int = 4,
                  config_overrides: dict | None = None, horizon_s: float = 600.0,
                  reed: ReedContact | None = None, profiles: dict[str, Profile] | None = None,
-                 board_files: dict | Callable[[str], dict] | None = None):
+                 board_files: dict | Callable[[str], dict] | None = None, configs: dict[str, dict] | None = None):
         """`start_epoch` defaults to a time that the simulated clock reaches real now only
         after `horizon_s` real seconds; from then on it runs at real time (never ahead of
         real now: the gateway rejects readings from the future). `reed`: how the contacts
@@ -587,7 +600,21 @@ class Fleet:
         household is given (a steady leak makes water flow at once), the rest as assign_profiles.
         `board_files`: files put next to each meter's config.json before it first boots, as
         `make flash` copies them (a TLS meter's CA, its certificate and key): {name: bytes or a
-        path}, or callable(meter_id) -> such a dict."""
+        path}, or callable(meter_id) -> such a dict.
+
+        `configs`: {meter_id: its config.json (a dict)}: those meters run with their own
+        settings (password, TLS, k_factor, pins ...); `meter_ids` defaults to its keys. `host`
+        and `port`, when given, replace their broker_host and broker_port (the meter as if
+        provisioned for that broker: a mqtt_tls_hostname its file does not set follows
+        broker_host). report_interval_s, k_factor, topic_root and mqtt_password describe the
+        meters not in `configs`, which are invented as before. Every meter gets EMULATOR_CONFIG,
+        then `config_overrides`. See also from_meters_dir()."""
+        configs = configs or {}
+        if meter_ids is None:
+            meter_ids = list(configs)
+        invented = [m for m in meter_ids if m not in configs]
+        if invented and (host is None or port is None):
+            raise ValueError("host and port: needed for the meters without a config (%s)" % ", ".join(invented[:5]))
         if start_epoch is None:
             start_epoch = int(time.time() - (speed - 1.0) * horizon_s - 5)
         self.host, self.port = host, port
@@ -604,12 +631,22 @@ class Fleet:
         self.profiles = {**assign_profiles(list(meter_ids), seed), **(profiles or {})}
         self._meters: dict[str, EmulatedMeter] = {}
         for mid in meter_ids:
-            raw = {
-                "meter_id": mid, "wifi_ssid": "emulated", "wifi_password": "", "broker_host": host,
-                "broker_port": port, "mqtt_password": mqtt_password(mid) if callable(mqtt_password) else mqtt_password,
-                "topic_root": topic_root, "k_factor": k_factor, "report_interval_s": report_interval_s,
-                "mqtt_keepalive_s": 0,  # the stand-in keeps the TCP link alive on real time
-            }
+            if mid in configs:
+                raw = dict(configs[mid])
+                if raw.get("meter_id") != mid:
+                    raise ValueError("meter %s: its config's meter_id is %r" % (mid, raw.get("meter_id")))
+                if host is not None:
+                    raw["broker_host"] = host
+                if port is not None:
+                    raw["broker_port"] = port
+            else:
+                raw = {
+                    "meter_id": mid, "wifi_ssid": "emulated", "wifi_password": "", "broker_host": host,
+                    "broker_port": port,
+                    "mqtt_password": mqtt_password(mid) if callable(mqtt_password) else mqtt_password,
+                    "topic_root": topic_root, "k_factor": k_factor, "report_interval_s": report_interval_s,
+                }
+            raw.update(EMULATOR_CONFIG)
             raw.update(config_overrides or {})
             cfg, errors = fw_config.validate(raw)
             if errors:
@@ -622,6 +659,28 @@ class Fleet:
             usage = MeterUsage(mid, seed, self.profiles[mid], start_epoch)
             self._meters[mid] = EmulatedMeter(self, mid, cfg, usage, fs_dir)
         self._started = False
+
+    @classmethod
+    def from_meters_dir(cls, meters_dir: str | Path, ids: list[str] | None = None,
+                        broker: tuple[str, int] | None = None, **kw) -> "Fleet":
+        """The provisioned meters under `meters_dir` (each `<id>/config.json`; all of them,
+        or `ids`), each with its own config.json and, on its emulated flash, the TLS files
+        that names (as `make flash` copies them; `board_files` given here go on top).
+        `broker` (host, port) replaces every meter's broker address. The other keywords are
+        the constructor's. MetersDirError (a ValueError) names every meter and file that
+        keeps them from running."""
+        bad = [k for k in INVENTED_ONLY if k in kw]
+        if bad:
+            raise TypeError("from_meters_dir: %s: each meter's config.json sets it (config_overrides "
+                            "replaces a key for every meter)" % ", ".join(bad))
+        meters = {m.id: m for m in meters_dir_load(meters_dir, ids)}
+        extra = kw.pop("board_files", None)
+
+        def files(mid: str) -> dict:
+            return {**meters[mid].files, **((extra(mid) if callable(extra) else extra) or {})}
+
+        host, port = broker if broker is not None else (None, None)
+        return cls(host, port, configs={mid: m.config for mid, m in meters.items()}, board_files=files, **kw)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Fleet":

@@ -384,6 +384,13 @@ class MQTTClient:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def connack(self) -> str | None:
+        """The broker's answer to connect() (paho's reason name: "Success", "Not authorized"
+        ...); None before one came."""
+        rc = self._connack
+        return None if rc is None or rc == -1 else str(rc)
+
     # internals --------------------------------------------------------------------------
     def _need(self):
         if not self._connected or self._paho is None:

@@ -73,7 +73,7 @@ def create_app(cfg: GatewayConfig, engine: Engine, services: GatewayServices, te
     app.register_blueprint(consumption.bp, url_prefix="/api/v1")  # consumer portal: usage, bill
     from . import openapi, schemas
     openapi.register(app, "AquaFog fog gateway", "One fog's meters, readings, rankings, valve commands and "
-                     "policies (README 'HTTP API').", schemas.FOG)
+                     "policies (docs/http-api.md).", schemas.FOG)
     errors.register(app)
     from .. import web
     web.register(app, "fog", cfg.region)  # the dashboard and the portal at /

@@ -1,4 +1,4 @@
-"""Alerts raised by the gateway (gateway/alerts.py, README "Alerts"): the list, newest first,
+"""Alerts raised by the gateway (gateway/alerts.py, docs/operate.md "Alerts"): the list, newest first,
 and an operator's acknowledgement. A consumer sees only the alerts of their own meters."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def list_alerts():
     """Alerts raised by the gateway, newest first, a page at a time (a consumer: their own meters').
     Kinds: leak, burst, valve_fault (the meter's health report lists the alarm), offline (offline
     longer than offline_alert_s), policy_block (an automatic block). `cleared_ms` is null while the
-    alert is active, `acked_ms`/`acked_by` null until an operator acknowledges it. README "Alerts".
+    alert is active, `acked_ms`/`acked_by` null until an operator acknowledges it. docs/operate.md "Alerts".
     ---
     get:
       parameters:

@@ -1,4 +1,4 @@
-"""What this fog knows of the city: the newest city mean the cloud sent (README "City scale")."""
+"""What this fog knows of the city: the newest city mean the cloud sent (docs/design.md "City scale")."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def city_mean():
     m = ctx().services.city_mean(PERIODS[period])
     if m is None:
         if not ctx().cfg.region:
-            raise not_found("this fog is not part of a city: set `region` in its config (README 'City scale')")
+            raise not_found("this fog is not part of a city: set `region` in its config (docs/design.md 'City scale'; an installed fog joins with `aquafog setup fog --join`)")
         raise not_found("the cloud has not sent a city mean yet: check the bridge (aquafog-fog/bridge/state) "
                         "and that the cloud runs")
     return jsonify({"period": {"kind": period, "key": m.key}, "meters": m.meters, "sum_ml": m.sum_ml,

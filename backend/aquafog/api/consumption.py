@@ -1,5 +1,5 @@
 """A meter's consumption for the consumer portal: usage series for charts and the month's
-bill from the tariff file (tariff.py; README "Tariffs").
+bill from the tariff file (tariff.py; docs/operate.md "Tariffs and bills").
 
 Series by day and month read the incrementally kept totals (consumption_daily and
 consumption_monthly, by primary key). By hour they read one meter's readings through its
@@ -163,7 +163,7 @@ def _tariffs() -> tariff.TariffTable:
     path = ctx().cfg.tariff_file
     if not path:
         raise not_found("billing is not configured at this gateway: set tariff_file in the gateway config to "
-                        "a tariff file (README 'Tariffs')")
+                        "a tariff file (docs/operate.md 'Tariffs and bills')")
     try:
         st = os.stat(path)
         stamp = (path, st.st_mtime_ns, st.st_size)
@@ -185,7 +185,7 @@ def _tariffs() -> tariff.TariffTable:
 
 @bp.get("/meters/<meter_id>/bill")
 def bill(meter_id: str):
-    """A meter's bill for a month from the tariff file (README 'Tariffs'): the version in force on the
+    """A meter's bill for a month from the tariff file (docs/operate.md 'Tariffs and bills'): the version in force on the
     month's first day, block lines, water, sewage, total. Money is a decimal string in the currency's
     minor unit; `complete` is false for this month (the bill so far).
     ---

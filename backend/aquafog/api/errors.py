@@ -49,7 +49,7 @@ def register(app: Flask) -> None:
     def _http(e: HTTPException):
         code = (e.name or "error").lower().replace(" ", "_")
         messages = {
-            404: "no such endpoint; the API lives under /api/v1 (see README 'HTTP API')",
+            404: "no such endpoint; the API lives under /api/v1 (see docs/http-api.md)",
             405: f"method not allowed here; allowed: {', '.join(e.valid_methods or [])}"
             if getattr(e, "valid_methods", None) else "method not allowed here",
         }

@@ -70,7 +70,7 @@ def meter_live(meter_id: str):
     meter raised, cleared or acknowledged, as GET /alerts lists it plus `change`), `missed` (events were
     dropped for this client, or a reconnect came too late to replay them: refetch). Every event but
     `missed` has an id; send the last one back as Last-Event-ID to get what was missed. A comment
-    every second keeps the connection alive. README "Live events".
+    every second keeps the connection alive. docs/http-api.md "Live events".
     ---
     get:
       parameters:

@@ -100,11 +100,11 @@ def valve_request() -> tuple[str, str | None, str | None]:
 
 
 def policy_request() -> PolicySettings:
-    """The body of PUT /api/v1/policy, checked (README "Policies"); the fog's API and the
+    """The body of PUT /api/v1/policy, checked (docs/operate.md "Policies"); the fog's API and the
     cloud's take the same body. Every problem is in the message, the first one's field in `field`."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise bad_request("the body must be a JSON object of policy settings (README 'Policies'), sent with "
+        raise bad_request("the body must be a JSON object of policy settings (docs/operate.md 'Policies'), sent with "
                           "Content-Type: application/json", "body")
     parsed = parse_settings(body)
     if isinstance(parsed, list):

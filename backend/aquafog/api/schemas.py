@@ -87,7 +87,7 @@ SHARED = {
     },
     "PolicySettings": {
         "type": "object", "additionalProperties": False,
-        "description": "Consumption policy settings (README 'Policies'); a missing key takes its default.",
+        "description": "Consumption policy settings (docs/operate.md 'Policies'); a missing key takes its default.",
         "properties": {
             "mode": {**enum(MODES), "default": _d.mode},
             "period": {**enum(POLICY_PERIODS), "default": _d.period},
@@ -183,13 +183,13 @@ FOG = {
         created_ms=I, active=B, released_ms=null(I), released_by=null(S), release_command_id=null(S)),
     "PolicyBlockPage": obj(items=arr(ref("PolicyBlock")), next=null(S)),
     "Alert": obj(
-        "An alert raised by the gateway (README 'Alerts'): active while cleared_ms is null, open while acked_ms is.",
+        "An alert raised by the gateway (docs/operate.md 'Alerts'): active while cleared_ms is null, open while acked_ms is.",
         id=I, kind=enum(ALERT_KINDS), meter=METER_ID,
         message={"type": "string", "description": "what happened and what to do"},
         raised_ms=I, cleared_ms=null(I), acked_ms=null(I),
         acked_by={"type": ["string", "null"], "description": "the username of who acknowledged it"},
         details={"type": "object", "additionalProperties": True,
-                 "description": "the figures, by kind (README 'Alerts'); `cleared` holds those at the clear"}),
+                 "description": "the figures, by kind (docs/operate.md 'Alerts'); `cleared` holds those at the clear"}),
     "AlertPage": obj(items=arr(ref("Alert")), next=null(S)),
     "Usage": obj(
         "A meter's consumption per period, every period from..to listed (0 when nothing was used).",
@@ -198,7 +198,7 @@ FOG = {
                                                                "2026-11-24 (day), 2026-11 (month)"},
                       litres=N))),
     "Bill": obj(
-        "A month's bill (README 'Tariffs'); amounts are decimal strings, exact, in the currency's minor unit.",
+        "A month's bill (docs/operate.md 'Tariffs and bills'); amounts are decimal strings, exact, in the currency's minor unit.",
         meter=S, month=S, **{"from": S, "to": S}, timezone=S,
         complete={**B, "description": "false for this month: the bill so far"},
         consumption=obj(litres=N, m3={**MONEY, "description": "exact cubic metres (6 decimals)"}),
@@ -222,7 +222,7 @@ def _error(description: str) -> dict:
 
 
 RESPONSES = {
-    "Page": {"description": "a page of the web UI (README 'Web UI'): HTML whose script reads the API",
+    "Page": {"description": "a page of the web UI (docs/operate.md 'The dashboard'): HTML whose script reads the API",
              "content": {"text/html": {"schema": {"type": "string"}}}},
     "ToLogin": {"description": "no session: to /login?next=<this page>; a consumer asking for an operator's page: "
                                "to /portal", "headers": {"Location": {"schema": {"type": "string"}}}},

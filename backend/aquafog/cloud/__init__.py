@@ -1,4 +1,4 @@
-"""The cloud tier: merges the fogs' partials into city-wide answers (README "Cloud")."""
+"""The cloud tier: merges the fogs' partials into city-wide answers (docs/design.md "City scale")."""
 
 
 class RoutingError(Exception):

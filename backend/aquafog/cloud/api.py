@@ -248,7 +248,7 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
     @app.get("/api/v1/meters/<meter_id>/live")
     def meter_live(meter_id: str):
         """A meter's live events, relayed from the fog that owns it (server-sent events): the
-        fog's stream as it is, `reading`, `command`, `status`, `alert`, `missed` (README "Live
+        fog's stream as it is, `reading`, `command`, `status`, `alert`, `missed` (docs/http-api.md "Live
         events"); Last-Event-ID is passed on. At most live_max_clients relays at once.
         ---
         get:
@@ -385,7 +385,7 @@ def create_cloud_app(cfg: CloudConfig, cloud) -> Flask:
     from .schemas import CLOUD
     openapi.register(app, "AquaFog cloud", "The city: rankings and means merged from every fog's partials, "
                      "meter detail and valve commands through the owning fog, city-wide policies "
-                     "(README 'City scale').", CLOUD)
+                     "(docs/design.md 'City scale').", CLOUD)
     from .. import web
     web.register(app, "cloud")  # the same dashboard, for the city
     return app

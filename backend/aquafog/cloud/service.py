@@ -31,6 +31,7 @@ from ..federation import (CityMean, CityPolicy, CloudCommand, FogInfo, decode_di
                           decode_partial, decode_status, encode_city_mean, encode_city_policy, encode_command)
 from ..policy import PolicySettings
 from ..protocol import Reject
+from ..sdnotify import Notifier
 from ..tls import apply_client_tls
 from . import RoutingError
 from .api import create_cloud_app
@@ -73,6 +74,8 @@ class Cloud:
         self._broadcast: dict[str, tuple] = {}  # period -> (key, sum, meters) last sent to the fogs
         self.started_at = time.time()
         self.done = threading.Event()
+        self.systemd = Notifier()
+        self.alive_at = time.monotonic()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.mqtt_client_id, protocol=mqtt.MQTTv5)
         if cfg.mqtt_username:
             c.username_pw_set(cfg.mqtt_username, cfg.mqtt_password or None)
@@ -266,7 +269,11 @@ class Cloud:
 
     def _work(self) -> None:
         while True:
-            item = self.inbox.get()
+            self.alive_at = time.monotonic()
+            try:
+                item = self.inbox.get(timeout=1.0)
+            except queue.Empty:
+                continue
             if item is None:
                 return
             try:
@@ -298,7 +305,16 @@ class Cloud:
         log.info("AquaFog cloud %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
                  self.cfg.http_host, self.http_port, self.cfg.mqtt_host, self.cfg.mqtt_port,
                  self.engine.url.render_as_string(hide_password=True))
+        self.systemd.ready(f"API on {self.cfg.http_host}:{self.http_port}")
+        self.systemd.start_watchdog(self.hung)
         return self
+
+    def hung(self) -> str | None:
+        """Why the cloud no longer works, for systemd's watchdog (None: it works): its worker
+        turns at least once a second."""
+        age = time.monotonic() - self.alive_at
+        limit = max(5.0, 0.75 * (self.systemd.watchdog_s or 20.0))
+        return f"the partials worker has not run for {age:.0f} s" if age > limit else None
 
     def _serve(self) -> None:
         try:
@@ -311,6 +327,7 @@ class Cloud:
         if self.done.is_set():
             return
         self.done.set()
+        self.systemd.stopping()
         self.http.close()
         self.client.disconnect()
         self.client.loop_stop()

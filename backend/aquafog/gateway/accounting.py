@@ -1,6 +1,6 @@
 """Turns decoded readings into stored rows and consumption, exactly once.
 
-Rules (README "How litres are counted"):
+Rules (docs/design.md "How litres are counted"):
 - Readings of a meter are ordered by (boot, seq); boots are numbered in the order the
   gateway first sees them (the meter sends strictly in order, so this is boot order).
 - The consumption of a reading is its register minus the register of the reading just

@@ -1,4 +1,4 @@
-"""Alerts raised by the gateway, for operators to see and acknowledge (README "Alerts").
+"""Alerts raised by the gateway, for operators to see and acknowledge (docs/operate.md "Alerts").
 
 Kinds, and what raises and clears each:
 - `leak`, `burst`, `valve_fault`: a meter's health report starts listing the alarm (raised in
@@ -16,7 +16,7 @@ alerts are kept KEEP_DAYS; at most KEEP_CLEARED cleared ones are kept in all.
 
 Every store change runs on the writer thread (a writer.call, or inside the writer's own
 ingest transaction); the store functions below take its connection and collect the live
-events (`alert`, README "Live events"), which go out once the transaction has committed.
+events (`alert`, docs/http-api.md "Live events"), which go out once the transaction has committed.
 """
 
 from __future__ import annotations

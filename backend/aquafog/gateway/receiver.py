@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ..sdnotify import under_systemd
 from ..tls import ClientTls, apply_client_tls
 
 log = logging.getLogger("aquafog.receiver")
@@ -174,8 +175,9 @@ class Receiver:
 
 def receiver_main(settings: ReceiverSettings, to_core: Connection, from_core: Connection) -> None:
     """Entry point of the receiver process."""
+    stamp = "" if under_systemd() else "%(asctime)s "  # journald stamps each line itself
     logging.basicConfig(level=settings.log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s receiver[{os.getpid()}] %(message)s")
+                        format=f"{stamp}%(levelname)s receiver[{os.getpid()}] %(message)s")
     try:
         Receiver(settings, to_core, from_core).run()
     except KeyboardInterrupt:

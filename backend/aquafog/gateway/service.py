@@ -29,6 +29,7 @@ from .. import __version__
 from ..api import create_app
 from ..config import GatewayConfig
 from ..protocol import Topics
+from ..sdnotify import Notifier
 from ..store.engine import open_engine
 from .alerts import AlertMonitor
 from .publisher import Publisher
@@ -79,6 +80,7 @@ class Gateway:
                                   outbuf_high_watermark=1 << 20, ident="aquafog")
         self.started_at = time.time()
         self.done = threading.Event()
+        self.systemd = Notifier()
 
     @property
     def http_port(self) -> int:
@@ -175,12 +177,27 @@ class Gateway:
         threading.Thread(target=self._serve, name="http", daemon=True).start()
         log.info("AquaFog gateway %s: API on http://%s:%s/api/v1, broker %s:%s, store %s", __version__,
                  self.cfg.http_host, self.http_port, self.cfg.mqtt_host, self.cfg.mqtt_port, self.cfg.db_path)
+        self.systemd.ready(f"API on {self.cfg.http_host}:{self.http_port}, broker {self.cfg.mqtt_host}:{self.cfg.mqtt_port}")
+        self.systemd.start_watchdog(self.hung)
         return self
+
+    def hung(self) -> str | None:
+        """Why the gateway no longer works, for systemd's watchdog (None: it works). The
+        writer's loop turns at least once a second; a commit that takes long (a slow SD
+        card) is allowed most of WatchdogSec."""
+        limit = max(5.0, 0.75 * (self.systemd.watchdog_s or 20.0))
+        age = time.monotonic() - self.writer.alive_at
+        if self.writer.stopped.is_set():
+            return "the writer thread has stopped"
+        if age > limit:
+            return f"the writer thread has not run for {age:.0f} s"
+        return None
 
     def stop(self) -> None:
         if self.done.is_set():
             return
         self.done.set()
+        self.systemd.stopping()
         log.info("stopping")
         self.live_hub.close()        # live streams end, freeing their threads
         self.http.task_dispatcher.shutdown(timeout=5)  # let running responses finish before the server closes

@@ -89,6 +89,7 @@ class Writer(threading.Thread):
         self.ledger = CommandLedger(self.topics, cfg.command_ttl_s, cfg.command_resend_s)
         self.stats = IngestStats()
         self.stopped = threading.Event()
+        self.alive_at = time.monotonic()  # each turn of the loop: the service's watchdog checks it
         self.fatal: str | None = None
         self._unknown: dict[str, float] = {}
         self._mid_to_command: dict[int, str] = {}
@@ -148,7 +149,7 @@ class Writer(threading.Thread):
         self.conn = self.engine.connect()
         try:
             while True:
-                now = time.monotonic()
+                now = self.alive_at = time.monotonic()
                 wake = min(next_sweep, deadline if batch else next_sweep)
                 if self._retry_at:
                     wake = min(wake, self._retry_at)

@@ -1,5 +1,5 @@
 """The web UI: the operator's dashboard and the consumer's portal, one codebase served by
-each fog (its region) and by the cloud (the city) at `/` (README "Web UI").
+each fog (its region) and by the cloud (the city) at `/` (docs/operate.md "The dashboard").
 
 Pages are HTML shells (templates/) whose JavaScript modules (static/: no framework, no
 build step, nothing fetched from another site) call the JSON API under /api/v1 with the

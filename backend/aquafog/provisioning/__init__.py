@@ -1,31 +1,24 @@
 """Provisioning: a meter's identity (id, MQTT password, config.json), its registration
-at the gateway, and its place in Mosquitto's password and ACL files.
+at the gateway, and its place in Mosquitto's password and ACL files; the broker accounts
+of services (a fog's gateway, the cloud, each fog's bridge on the cloud broker).
 
-`tools/provision.py` is the command; this package is the logic, one job per module:
+`aquafog meter provision`, `aquafog broker-account add` and `aquafog tls` are the
+commands (aquafog/cli/field.py); this package is the logic, one job per module:
 
 | module | job |
 |---|---|
 | `identity` | meter and account names, id lists (`--count`, a file), passwords |
 | `site` | the site file (TOML or JSON) merged with flags, every key with its default |
 | `meterconfig` | a meter's config.json, checked by the firmware's own validator |
-| `acl` | the Mosquitto ACL file: the meter patterns, the service accounts' blocks |
-| `mosquitto` | the one module that runs `mosquitto_passwd` and signals Mosquitto |
+| `metertls` | a meter's MQTT over TLS: its config.json keys and certificate files |
+| `acl` | the Mosquitto ACL file: the meter patterns, the service accounts' blocks, their roles |
+| `mosquitto` | the one module that runs `mosquitto_passwd` and makes Mosquitto reload |
 | `files` | private (0600) and broker-readable files, written atomically |
+| `tls` | a development CA and certificates for MQTT over TLS |
 | `provisioner` | plans every check first, then changes the files in a safe order |
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# The backend (registration) and the firmware (its config validator) live in this
-# repository; the tool works from a plain checkout, like tools/demo.py.
-for _p in (ROOT / "firmware", ROOT / "backend"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 
 class ProvisionError(Exception):

@@ -1,6 +1,8 @@
 """Site settings: defaults, then the site file (TOML, or JSON for a .json name), then
 flags. Every problem is reported at once as `<key>: <problem>`.
 
+Which site file: --site, else the file AQUAFOG_SITE names (set but empty: none), else
+/etc/aquafog/site.toml if there is one (an installed fog's, written by its installer).
 Paths in a site file are relative to the site file's folder; paths in flags are
 relative to the current directory.
 """
@@ -8,13 +10,19 @@ relative to the current directory.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ROOT, ProvisionError
+from .. import firmware
+from . import ProvisionError
 
-DEFAULT_METERS_DIR = ROOT / "firmware" / "meters"
+# The repository checkout's firmware/meters (git-ignored); None for an installed aquafog,
+# which has no checkout: there meters_dir must be given (the installed site file does).
+DEFAULT_METERS_DIR = firmware.checkout_meters_dir()
+SITE_ENV = "AQUAFOG_SITE"
+SYSTEM_SITE_FILE = Path("/etc/aquafog/site.toml")
 
 # key: (default, meaning). tools/README.md "Provisioning" documents every one (a test
 # checks); the firmware validates the values that go into config.json.
@@ -28,15 +36,20 @@ SITE_KEYS = {
     "db": (None, "or the gateway's SQLite file directly (beats gateway_config)"),
     "passwd_file": (None, "Mosquitto's password_file (required; created if missing)"),
     "acl_file": (None, "Mosquitto's acl_file (required; created if missing)"),
-    "meters_dir": ("firmware/meters", "where <id>/config.json is written (git-ignored)"),
+    "services_passwd_file": (None, "the service listener's own password_file: service accounts go there, never "
+                                   "into passwd_file (with services_acl_file)"),
+    "services_acl_file": (None, "the service listener's own acl_file (with services_passwd_file)"),
+    "meters_dir": ("firmware/meters", "where <id>/config.json is written (git-ignored); the checkout's "
+                                      "firmware/meters, no default on an installed aquafog"),
     "label": (None, "a label stored with the meters at the gateway (an address, a street)"),
     "meter": ({}, "a table of further config.json keys for every meter (k_factor, pins, ...)"),
     "tls_ca": (None, "MQTT over TLS: the CA certificate (PEM) the meters trust, copied next to config.json"),
-    "tls_client_certs": (None, "mutual TLS: a `provision.py tls ca` folder that issues each meter a certificate"),
+    "tls_client_certs": (None, "mutual TLS: an `aquafog tls ca` folder that issues each meter a certificate"),
     "tls_hostname": (None, "the name in the broker's certificate, when broker_host is another (firmware default: "
                            "broker_host)"),
 }
-PATH_KEYS = ("gateway_config", "db", "passwd_file", "acl_file", "meters_dir", "tls_ca", "tls_client_certs")
+PATH_KEYS = ("gateway_config", "db", "passwd_file", "acl_file", "services_passwd_file", "services_acl_file",
+             "meters_dir", "tls_ca", "tls_client_certs")
 # Keys the firmware reads that come from the site's top level, and keys only the tool sets.
 TOP_LEVEL_METER_KEYS = ("wifi_ssid", "wifi_password", "broker_host", "broker_port", "topic_root")
 TOOL_METER_KEYS = ("meter_id", "mqtt_user", "mqtt_password")
@@ -55,7 +68,9 @@ class Site:
     db: Path | None = None
     passwd_file: Path | None = None
     acl_file: Path | None = None
-    meters_dir: Path = DEFAULT_METERS_DIR
+    services_passwd_file: Path | None = None
+    services_acl_file: Path | None = None
+    meters_dir: Path | None = DEFAULT_METERS_DIR
     label: str | None = None
     meter: dict = field(default_factory=dict)
     tls_ca: Path | None = None
@@ -66,6 +81,37 @@ class Site:
         """What every meter's config.json gets besides its identity."""
         base = {k: getattr(self, k) for k in TOP_LEVEL_METER_KEYS}
         return {**base, **self.meter}
+
+    @property
+    def separate_services(self) -> bool:
+        """Service accounts in files of their own (the service listener's), not the meters'."""
+        return self.services_passwd_file is not None
+
+    @property
+    def service_files(self) -> tuple[Path | None, Path | None]:
+        """(password file, ACL file) that service accounts go into."""
+        if self.separate_services:
+            return self.services_passwd_file, self.services_acl_file
+        return self.passwd_file, self.acl_file
+
+
+def find_site_file(given: str | Path | None) -> tuple[Path | None, str]:
+    """The site file to use and why: --site, else $AQUAFOG_SITE (set but empty: none),
+    else the installed fog's /etc/aquafog/site.toml if it exists, else none."""
+    if given:
+        return Path(given), "--site"
+    env = os.environ.get(SITE_ENV)
+    if env == "":
+        return None, f"{SITE_ENV} is empty"
+    if env is not None:
+        if not Path(env).is_file():
+            raise ProvisionError(f"{SITE_ENV}={env}: no such site file",
+                                 hint=f"name an existing site file, or set {SITE_ENV} empty for none; "
+                                      "nothing was changed")
+        return Path(env), SITE_ENV
+    if SYSTEM_SITE_FILE.is_file():
+        return SYSTEM_SITE_FILE, "the installed fog's"
+    return None, f"none given, no {SYSTEM_SITE_FILE}"
 
 
 def read_site_file(path: str | Path) -> dict:
@@ -131,6 +177,14 @@ def load(site_file: str | Path | None, flags: dict) -> Site:
         errors.append(f"tls_hostname: must be a string, got {values['tls_hostname']!r}")
     if values["label"] is not None and not isinstance(values["label"], str):
         errors.append(f"label: must be a string, got {values['label']!r}")
+    if (values["services_passwd_file"] is None) != (values["services_acl_file"] is None):
+        errors.append("services_passwd_file, services_acl_file: give both or neither (the service listener's "
+                      "own password and ACL files)")
+    for k in ("services_passwd_file", "services_acl_file"):
+        twin = k.replace("services_", "")
+        if values[k] is not None and values[twin] is not None and \
+                Path(values[k]).expanduser().resolve() == Path(values[twin]).expanduser().resolve():
+            errors.append(f"{k}: is {twin} too; the service listener's files must be others than the meters'")
     if errors:
         raise ProvisionError(f"{site_file or 'the settings'}: {len(errors)} error(s)", errors,
                              hint="fix them and run again; nothing was changed")

@@ -35,7 +35,7 @@ try:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-except ImportError:  # reported when the command runs, not when provision.py starts
+except ImportError:  # reported when a certificate is asked for, not when aquafog starts
     x509 = None
 
 CA_DAYS = 3650
@@ -60,7 +60,7 @@ class Issued:
 def _need_cryptography() -> None:
     if x509 is None:
         raise ProvisionError("the Python package `cryptography` is not installed",
-                             hint="run `make deps` (it installs backend[dev]), or `.venv/bin/pip install cryptography`")
+                             hint="install aquafog with its tools: pip install 'aquafog[tools]' (`make deps` does)")
 
 
 def ca_paths(d: Path) -> tuple[Path, Path]:
@@ -162,7 +162,7 @@ def load_ca(d: Path):
     missing = [str(p) for p in (cert_path, key_path) if not p.exists()]
     if missing:
         raise ProvisionError(f"no CA in {d}: missing {', '.join(missing)}",
-                             hint=f"make one first: tools/provision.py tls ca --dir {d}")
+                             hint=f"make one first: aquafog tls ca --dir {d}")
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

@@ -1,10 +1,10 @@
 """A meter's MQTT over TLS: the config.json keys and the files next to it.
 
-    provision.py meter m0001 --tls-ca certs/ca.crt --broker-port 8883 ...
-    provision.py meter m0001 --tls-client-certs certs --broker-port 8883 ...   (mutual TLS)
+    aquafog meter provision m0001 --tls-ca certs/ca.crt --broker-port 8883 ...
+    aquafog meter provision m0001 --tls-client-certs certs --broker-port 8883 ...   (mutual TLS)
 
 `tls_ca` (a PEM file: the CA that signed the broker's certificate) is copied to
-`<meters_dir>/<id>/ca.crt`; `tls_client_certs` (a folder of `provision.py tls ca`)
+`<meters_dir>/<id>/ca.crt`; `tls_client_certs` (a folder of `aquafog tls ca`)
 issues each meter a client certificate whose common name is its id, copied as
 `client.crt` and `client.key` (0600), and, without `tls_ca`, gives its `ca.crt` as the
 CA. `make flash` copies every one of them to the board next to config.json.
@@ -59,7 +59,7 @@ def from_site(site) -> MeterTls | None:
     except OSError as exc:
         raise ProvisionError(f"tls_ca {ca_file}: cannot read it: {exc.strerror}",
                              hint="give the CA certificate (PEM) that signed the broker's certificate, e.g. the "
-                                  "ca.crt of `provision.py tls ca`; nothing was changed") from None
+                                  "ca.crt of `aquafog tls ca`; nothing was changed") from None
     if PEM_CERT not in ca:
         raise ProvisionError(f"tls_ca {ca_file}: not a PEM certificate (no '{PEM_CERT.decode()}' line)",
                              hint="convert it: openssl x509 -in FILE -out ca.crt (PEM); nothing was changed")

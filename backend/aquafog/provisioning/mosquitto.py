@@ -1,9 +1,13 @@
 """The one module that touches Mosquitto: `mosquitto_passwd` on the password file, a
-lock against a second provisioning run, and SIGHUP to make a running broker reload.
+lock against a second provisioning run, and making a running broker reload its files.
 
 `mosquitto_passwd -b FILE USER PASSWORD` adds or updates one user and keeps the
 others (it rewrites the file in place, so its owner and mode stay). `-c` is never
 used: it truncates an existing file. A missing file is created empty first.
+
+A reload: SIGHUP to the pid given (--reload-pid), else, where systemd runs Mosquitto
+as the active `mosquitto` service, `systemctl reload mosquitto` (Debian's unit sends
+SIGHUP), else nothing (the caller says how to do it).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import os
 import shutil
 import signal
 import subprocess
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import ProvisionError, files
@@ -55,11 +60,7 @@ def check_writable(path: Path, what: str) -> None:
 
 
 @contextmanager
-def locked(passwd_file: Path):
-    """Hold an exclusive lock (on the password file's folder, so nothing is created)
-    while a run checks and edits the password and ACL files: two technicians
-    provisioning at once take turns, and neither acts on what it read before the other
-    wrote."""
+def _locked_dir(passwd_file: Path):
     fd = os.open(Path(passwd_file).parent, os.O_RDONLY)
     try:
         try:
@@ -70,6 +71,22 @@ def locked(passwd_file: Path):
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextmanager
+def locked(*passwd_files: Path | None):
+    """Hold an exclusive lock (on each password file's folder, so nothing is created)
+    while a run checks and edits the password and ACL files: two technicians
+    provisioning at once take turns, and neither acts on what it read before the other
+    wrote. Each folder is locked once, in a fixed order."""
+    folders: dict[Path, Path] = {}
+    for f in passwd_files:
+        if f is not None:
+            folders.setdefault(Path(f).parent.resolve(), Path(f))
+    with ExitStack() as stack:
+        for folder in sorted(folders):
+            stack.enter_context(_locked_dir(folders[folder]))
+        yield
 
 
 class PasswdFile:
@@ -122,3 +139,59 @@ def reload(pid: int) -> None:
     except PermissionError:
         raise ProvisionError(f"--reload-pid {pid}: not allowed to signal it",
                              hint=f"run `sudo systemctl reload mosquitto` (or `sudo kill -HUP {pid}`)") from None
+
+
+# Where systemd runs (sd_booted(3)), and its command; tests point these elsewhere.
+SYSTEMD_RUNTIME_DIR = Path("/run/systemd/system")
+SYSTEMCTL = "systemctl"
+SERVICE = "mosquitto"
+
+
+@dataclass
+class Reload:
+    """What was done to make Mosquitto reread its files: "pid" (SIGHUP to `pid`),
+    "systemd" (systemctl reload), "failed" (systemctl said `detail`), or "none"."""
+
+    how: str
+    pid: int | None = None
+    detail: str = ""
+
+
+def _systemctl() -> str | None:
+    return shutil.which(SYSTEMCTL)
+
+
+def systemd_service_active() -> bool:
+    """Does systemd run the `mosquitto` service here, now?"""
+    exe = _systemctl()
+    if not SYSTEMD_RUNTIME_DIR.is_dir() or exe is None:
+        return False
+    try:
+        return subprocess.run([exe, "is-active", "--quiet", SERVICE], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def reload_service() -> Reload:
+    """`systemctl reload mosquitto`; a failure is reported, not raised: the files are
+    already changed, only the reload is left to do."""
+    try:
+        r = subprocess.run([_systemctl() or SYSTEMCTL, "reload", SERVICE], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Reload("failed", detail=str(exc))
+    if r.returncode != 0:
+        return Reload("failed", detail=(r.stderr or r.stdout).strip() or f"exit code {r.returncode}")
+    return Reload("systemd")
+
+
+def reload_after_change(pid: int | None, auto: bool = True) -> Reload:
+    """Make the broker reread its files: SIGHUP to `pid` if given (raises if that fails),
+    else, with `auto`, `systemctl reload mosquitto` when systemd runs it."""
+    if pid:
+        reload(pid)
+        return Reload("pid", pid=pid)
+    if auto and systemd_service_active():
+        return reload_service()
+    return Reload("none")

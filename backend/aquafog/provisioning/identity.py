@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import ProvisionError
 
-# README "MQTT API": 1-32 of a-z 0-9 _ -, starting with a letter or digit. The same rule
+# The MQTT API (docs/mqtt-api.md): 1-32 of a-z 0-9 _ -, starting with a letter or digit. The same rule
 # as aquafog.protocol.METER_ID_RE and aquameter.config.valid_meter_id (a test checks all
 # three agree). Service account names follow it too: a name is a Mosquitto user name,
 # and meters and services share that namespace.
