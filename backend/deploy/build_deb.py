@@ -201,6 +201,8 @@ def build(out: Path, work: Path) -> list[Path]:
     ver = version()
     scripts = HERE / "debian"
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("aquafog*_all.deb"):  # an earlier version's: one set of packages in out/
+        old.unlink()
     debs = []
 
     base = work / "aquafog"
@@ -224,13 +226,14 @@ def build(out: Path, work: Path) -> list[Path]:
     }, {s: (scripts / f"aquafog.{s}").read_text() for s in ("postinst", "postrm")}))
 
     for role, unit, depends, extra, description in (
-            ("fog", "aquafog-gateway.service", "mosquitto (>= 2.0)",
+            # procps: /bin/kill, with which Debian's mosquitto.service reloads (new meters' passwords)
+            ("fog", "aquafog-gateway.service", "mosquitto (>= 2.0), procps",
              {"Recommends": "mosquitto-clients", "Conflicts": "aquafog-cloud"},
              "AquaFog fog gateway: a secure fog on this machine\n"
              " The system's Mosquitto with per-meter passwords and an ACL, and the AquaFog gateway\n"
              " as a systemd service (aquafog-gateway) storing every reading in SQLite, with its\n"
              " HTTP API and dashboard. `aquafog setup fog` changes its settings."),
-            ("cloud", "aquafog-cloud.service", "mosquitto (>= 2.0), libpq5", {"Conflicts": "aquafog-fog"},
+            ("cloud", "aquafog-cloud.service", "mosquitto (>= 2.0), procps, libpq5", {"Conflicts": "aquafog-fog"},
              "AquaFog city cloud: the city-wide answers of many fogs\n"
              " The system's Mosquitto with an account per fog confined to its region, and the\n"
              " AquaFog cloud as a systemd service (aquafog-cloud) on SQLite or PostgreSQL.\n"

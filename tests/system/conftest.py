@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -156,3 +157,20 @@ def make_container(request, tmp_path, timings):
 @pytest.fixture
 def container(make_container) -> Container:
     return make_container("fog")
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory, timings) -> Path:
+    """The packages, built by the fog guide's first command (`make deb`) on this machine."""
+    from .guide import RAN, guide
+    cmd = guide("make deb")
+    RAN.add(cmd)
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, shell=True, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    timings.record("make deb", time.monotonic() - t0)
+    out = tmp_path_factory.mktemp("debs")
+    for deb in (REPO / "build").glob("aquafog*_all.deb"):
+        shutil.copy2(deb, out)
+    assert sorted(p.name.split("_")[0] for p in out.iterdir()) == ["aquafog", "aquafog-cloud", "aquafog-fog"]
+    return out

@@ -172,6 +172,8 @@ class Container:
                         f"workdir={self.workdir / 'work'}", str(self.merged)], check=True)
         self._mounted = True
         (self.merged / "etc/hostname").write_text(self.name + "\n")
+        # the name resolves, as on a real machine (sudo complains otherwise)
+        (self.merged / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {self.name}\n::1 localhost\n")
 
     def _make_network(self) -> None:
         taken = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,

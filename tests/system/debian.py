@@ -25,9 +25,10 @@ from .tools import require_tools
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 # ca-certificates is left out: its scripts take a minute under qemu (add it when needed).
-BASE_INCLUDE = ("systemd", "systemd-sysv", "dbus", "python3", "iproute2")
+# what a fresh Raspberry Pi OS Lite has that matters here (sudo: the guides write it)
+BASE_INCLUDE = ("systemd", "systemd-sysv", "dbus", "python3", "iproute2", "sudo")
 # What the AquaFog package depends on: the roots hold them for an offline install.
-DOWNLOAD_ONLY = ("mosquitto", "mosquitto-clients", "python3-venv", "libpq5")
+DOWNLOAD_ONLY = ("mosquitto", "mosquitto-clients", "python3-venv", "libpq5", "procps")
 HOSTNAME = "aquafog"
 MARKER = ".aquafog-root-complete"  # written last: a root without it is unfinished
 

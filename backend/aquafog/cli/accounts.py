@@ -8,16 +8,18 @@ import argparse
 import sys
 
 from ..store.owner import as_owner
-from .common import add_store_args, gateway_config
+from .common import add_store_args, cloud_config, config_file, gateway_config
 
 
 def _store(args) -> tuple[str | None, str]:
-    """(the SQLite file or None, the store's URL or path) of the fog or, with --cloud, the cloud."""
+    """(the SQLite file or None, the store's URL or path) of the fog or, with --cloud, the cloud
+    (also without --cloud on an installed cloud, which has no fog store)."""
+    if not args.cloud and args.config is None and config_file(None) is None and config_file(None, cloud=True):
+        args.cloud = True
     if args.cloud:
         from sqlalchemy.engine import make_url
 
-        from ..config import CloudConfig
-        url = CloudConfig.load(args.config, overrides={"db_url": args.db_url}).db_url
+        url = cloud_config(args, {"db_url": args.db_url}).db_url
         return (make_url(url).database or None) if url.startswith("sqlite") else None, url
     path = gateway_config(args).db_path
     return path, path
@@ -135,7 +137,8 @@ def cmd_token_revoke(args, accounts, conn) -> None:
 
 def _add_account_args(p: argparse.ArgumentParser) -> None:
     add_store_args(p)
-    p.add_argument("--cloud", action="store_true", help="the cloud's accounts (-c is then the cloud config)")
+    p.add_argument("--cloud", action="store_true",
+                   help="the cloud's accounts (-c is then the cloud config; the default on an installed cloud)")
     p.add_argument("--db-url", dest="db_url", help="with --cloud: the cloud's store URL")
 
 

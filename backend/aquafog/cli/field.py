@@ -36,10 +36,13 @@ def _private_files():
 
 
 def _show(p: Path | None) -> str:
+    """A path as short as is clear: relative to the current folder when inside it (never
+    relative to /: "etc/aquafog/site.toml" reads as a typo)."""
     if p is None:
         return "-"
+    cwd = Path.cwd()
     try:
-        return str(Path(p).resolve().relative_to(Path.cwd()))
+        return str(Path(p).resolve().relative_to(cwd)) if cwd != Path("/") else str(Path(p).resolve())
     except ValueError:
         return str(p)
 

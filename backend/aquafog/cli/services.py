@@ -7,7 +7,7 @@ import sys
 
 from ..config import ConfigError
 from ..process import quiet_gc
-from .common import add_store_args, gateway_config
+from .common import CLOUD_CONFIG_HELP, add_store_args, cloud_config, gateway_config
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # journald stamps every line itself and keeps the level as the priority
@@ -43,11 +43,10 @@ def cmd_gateway(args) -> int:
 
 
 def cmd_cloud(args) -> int:
-    from ..config import CloudConfig
     overrides = {k: getattr(args, k, None) for k in ("db_url", "mqtt_host", "mqtt_port", "http_host", "http_port",
                                                      "log_level")}
     try:
-        cfg = CloudConfig.load(args.config, overrides=overrides)
+        cfg = cloud_config(args, overrides)
     except ConfigError as exc:
         print(f"aquafog cloud: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +76,7 @@ def register(sub, groups) -> None:
     g.set_defaults(func=cmd_gateway)
 
     cl = sub.add_parser("cloud", help="run the cloud: merge the fogs' partials into city-wide answers")
-    cl.add_argument("--config", "-c", help="cloud config file (TOML; docs/configuration.md lists every key)")
+    cl.add_argument("--config", "-c", help=CLOUD_CONFIG_HELP)
     cl.add_argument("--db-url", dest="db_url", help="sqlite:///file or postgresql+psycopg://user@host:port/db")
     cl.add_argument("--mqtt-host", dest="mqtt_host", help="the cloud broker's address (overrides mqtt_host)")
     cl.add_argument("--mqtt-port", dest="mqtt_port", type=int, help="its port (overrides mqtt_port)")
