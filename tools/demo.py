@@ -365,7 +365,8 @@ def main() -> int:
                 waited = time.monotonic() - t0
                 if not ready and regions <= merged:  # the partials of every fog reached the cloud
                     ready = True
-                    print(f"ready: the city ranking at the cloud merges the partials of {' and '.join(sorted(regions))} "
+                    both = " and ".join(sorted(regions))
+                    print(f"ready: the city ranking at the cloud merges the partials of {both} "
                           f"({waited:.1f} s after start)", flush=True)
                 if ready and top and (top[-1]["litres"] > 0 or waited > READY_TIMEOUT_S):  # once they used water
                     shown = True

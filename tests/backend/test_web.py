@@ -151,3 +151,9 @@ def test_the_package_ships_the_pages_and_assets():
                                              ("//x", None), ("/\\x", None), ("portal", None)])
 def test_safe_next(target, expected):
     assert web._safe_next(target) == expected
+
+
+def test_every_page_names_the_version_in_its_footer(fog):  # noqa: F811
+    from aquafog import __version__
+    c = fog[0].test_client()
+    assert f'<footer class="foot">AquaFog {__version__}</footer>' in c.get("/login").get_data(as_text=True)

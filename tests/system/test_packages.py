@@ -39,7 +39,8 @@ def resolve(wheelhouse: Path, machine: str, spec: str, target: Path) -> list[str
                         *platform_args(machine), "--target", str(target / machine), "--report", str(report),
                         "--quiet", spec], capture_output=True, text=True)
     assert r.returncode == 0, f"{spec} does not install on {machine} from the package's wheels:\n{r.stderr}"
-    return sorted(x["metadata"]["name"].lower() for x in json.loads(report.read_text())["install"])
+    return sorted(re.sub(r"[-_.]+", "-", x["metadata"]["name"].lower())
+                  for x in json.loads(report.read_text())["install"])
 
 
 @pytest.mark.parametrize("machine", sorted(PLATFORMS))
@@ -52,12 +53,10 @@ def test_the_runtime_installs_on_every_platform_from_the_package_alone(wheelhous
     # where each came from, as build/wheel-sources.json says: a wheel, never missing
     came = sources["platforms"][machine]
     for name in names:
-        key = re.sub(r"[-_.]+", "-", name)
-        entry = came.get(key) or came.get(name)
+        entry = came.get(name)
         assert entry and entry["source"] in ("PyPI wheel", "pure-Python wheel built from the PyPI source",
                                              "this repository"), (name, entry)
-    print(f"{machine}: " + ", ".join(f"{n} ({'built' if 'built' in (came.get(n) or {}).get('source', '') else 'wheel'})"
-                                    for n in names))
+    print(f"{machine}: " + ", ".join(f"{n} ({'built' if 'built' in came[n]['source'] else 'wheel'})" for n in names))
 
 
 def test_the_field_tools_install_where_their_wheels_exist(wheelhouse, tmp_path):

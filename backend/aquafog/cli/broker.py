@@ -61,8 +61,10 @@ def cmd_broker_config(args) -> int:
 def register(sub, groups) -> None:
     b = sub.add_parser("broker-config", help="print the Mosquitto config a fog broker needs")
     b.add_argument("--port", type=int, default=1883, help="the plain MQTT listener's port (default 1883)")
-    b.add_argument("--host", default="127.0.0.1", help="its address (default 127.0.0.1; 0.0.0.0 for meters on the network)")
-    b.add_argument("--data-dir", default="/var/lib/mosquitto", help="where Mosquitto keeps its persistence file and log")
+    b.add_argument("--host", default="127.0.0.1",
+                   help="its address (default 127.0.0.1; 0.0.0.0 for meters on the network)")
+    b.add_argument("--data-dir", default="/var/lib/mosquitto",
+                   help="where Mosquitto keeps its persistence file and log")
     b.add_argument("--drop-in", action="store_true",
                    help="for the system's Mosquitto: a file for /etc/mosquitto/conf.d/ that leaves the persistence "
                         "folder, log and pid file to Debian's mosquitto.conf (--data-dir is then unused)")
@@ -76,7 +78,8 @@ def register(sub, groups) -> None:
     b.add_argument("--service-password-file",
                    help="the service listener's own password file: only service accounts, no meter, may use it")
     b.add_argument("--service-acl-file", help="the service listener's own ACL file (service accounts' topics)")
-    b.add_argument("--bridge-region", help="bridge this fog to the cloud under this region (docs/design.md 'City scale')")
+    b.add_argument("--bridge-region",
+                   help="bridge this fog to the cloud under this region (docs/design.md 'City scale')")
     b.add_argument("--cloud-host", help="the cloud broker the bridge connects to")
     b.add_argument("--cloud-port", type=int, default=1883, help="the cloud broker's port (default 1883)")
     t = b.add_argument_group("TLS listener (docs/security.md; development certificates: aquafog tls)")

@@ -53,8 +53,9 @@ def cmd_meter_add(args) -> int:
     except ValueError as exc:
         print(f"aquafog meter add: {exc}", file=sys.stderr)
         return 2
+    more = " ..." if len(existing) > 10 else ""
     print(f"registered {len(added)} meter(s) in {cfg.db_path}" +
-          (f"; already registered: {', '.join(existing[:10])}{' ...' if len(existing) > 10 else ''}" if existing else ""))
+          (f"; already registered: {', '.join(existing[:10])}{more}" if existing else ""))
     return 0
 
 

@@ -110,6 +110,7 @@ def setup_cloud(opts, layout: Layout = Layout(), system: System | None = None) -
     fogs_passwd, fogs_acl = layout.broker_file("fogs.passwd"), layout.broker_file("fogs.acl")
     services_passwd, services_acl = layout.broker_file("services.passwd"), layout.broker_file("services.acl")
     changes.broker |= accounts.file(fogs_passwd)
+    changes.broker |= accounts.acl(fogs_acl, patterns=False)  # Mosquitto refuses to start without it
     new_joins = []
     for region in choices.fogs:
         join = layout.joins / f"{region}.join"
@@ -194,7 +195,8 @@ def setup_cloud(opts, layout: Layout = Layout(), system: System | None = None) -
     port = " and ".join(x for x in (f"{choices.fog_port} (MQTT)" if choices.fog_port else "",
                                     f"{choices.tls_port} (MQTT over TLS)" if choices.tls_port else "") if x)
     report.lines.append(f"fogs' bridges connect to {choices.public_host}:{port}")
-    report.lines.append(f"fogs: {', '.join(choices.fogs) or 'none yet (add one: sudo aquafog setup cloud --fog REGION)'}")
+    none = "none yet (add one: sudo aquafog setup cloud --fog REGION)"
+    report.lines.append(f"fogs: {', '.join(choices.fogs) or none}")
     missing_tokens = [r for r in choices.fogs if r not in fog_tokens]
     for join in new_joins:
         region = join.name.removesuffix(".join")

@@ -115,7 +115,8 @@ class Accounts:
             return False
         return self.system.write(path, "", 0o640, None, BROKER_GROUP)
 
-    def acl(self, path: Path, patterns: bool, services: dict[str, str] | None = None, region: str | None = None) -> bool:
+    def acl(self, path: Path, patterns: bool, services: dict[str, str] | None = None,
+            region: str | None = None) -> bool:
         old = path.read_text() if path.exists() else ""
         try:
             text = acl.ensure(old, "aquafog", services, region=region, patterns=patterns)

@@ -119,7 +119,8 @@ def setup_fog(opts, layout: Layout = Layout(), system: System | None = None) -> 
     if getattr(opts, "join", None):
         _join(opts.join, choices)
     if getattr(opts, "standalone", False):
-        choices.region = choices.cloud_host = choices.cloud_username = choices.cloud_password = choices.cloud_cafile = ""
+        for name in ("region", "cloud_host", "cloud_username", "cloud_password", "cloud_cafile"):
+            setattr(choices, name, "")
     if not choices.broker_host:
         choices.broker_host = _default_address()
     tls_files = _tls_files(opts, layout, choices)

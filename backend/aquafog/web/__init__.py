@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, redirect, render_template, request, send_from_directory, session, url_for
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from .. import __version__
+
 
 bp = Blueprint("web", __name__, static_folder="static", static_url_path="/assets", template_folder="templates")
 
@@ -111,7 +113,7 @@ def _page(template: str, page: str, user, **extra):
         **extra,
     }
     resp = current_app.make_response(render_template(template, boot=boot, page=page, user=user, site=boot["site"],
-                                                     features=boot["features"]))
+                                                     features=boot["features"], version=__version__))
     resp.headers["Content-Security-Policy"] = CSP
     resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["Referrer-Policy"] = "same-origin"
