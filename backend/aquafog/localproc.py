@@ -16,15 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from .broker import free_port, wait_for_port
-
-
-def toml_value(v) -> str:
-    """A config value as TOML: tables (the [policy] table) inline; JSON spells the rest alike."""
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(v)
+from .install.configfile import toml_value
 
 
 class ApiConnection(http.client.HTTPConnection):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import signal
+import threading
 
 
 def quiet_gc() -> None:
@@ -13,3 +15,13 @@ def quiet_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGINT or SIGTERM sets. Installed before a service starts, so that a
+    SIGTERM arriving while it starts up (systemd stopping it, a test done with it) stops
+    it cleanly instead of killing it."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

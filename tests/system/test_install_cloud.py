@@ -7,6 +7,7 @@ account only on its own region's topics."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -71,8 +72,21 @@ def test_a_cloud_and_a_fog_that_joins_it(make_container, debs, forwarding, timin
     put_file(server, token_file, "north.token")
     on_pi(server, "--fog-token north=north.token", path=CLOUD_GUIDE)
 
-    # meters report to the fog; the city sees them
+    # MQTT over TLS for the meters, TLS only: a development CA made on the fog, the broker's
+    # certificate for its address; the meters provisioned after it get the CA and port 8883
+    fog.run(["aquafog", "tls", "ca", "--dir", "/root/certs"])
+    fog.run(["aquafog", "tls", "server", "--dir", "/root/certs", fog.ip])
+    out = fog.run(["aquafog", "setup", "fog", "--tls-cert", "/root/certs/server.crt", "--tls-key",
+                   "/root/certs/server.key", "--tls-ca", "/root/certs/ca.crt", "--meter-port", "0"]).stdout
+    assert f"meters connect to {fog.ip}:8883 (MQTT over TLS)" in out, out
+    listening = fog.run(["ss", "-ltnH"]).stdout
+    assert " 0.0.0.0:8883 " in listening and ":1883 " not in listening, listening
+    assert connack(1883, host=fog.ip) == "refused"  # no plain listener for meters any more
+
+    # meters report to the fog over TLS; the city sees them
     fog.run(["aquafog", "meter", "provision", "--count", str(METERS), "--prefix", "n", "--wifi-ssid", "pumphouse"])
+    cfg = json.loads(fog.host_path("/var/lib/aquafog/meters/n0001/config.json").read_text())
+    assert (cfg["mqtt_tls"], cfg["broker_port"], cfg["mqtt_cafile"]) == (True, 8883, "ca.crt"), cfg
     ids = [f"n{i:04d}" for i in range(1, METERS + 1)]
     fleet = Fleet.from_meters_dir(fog.host_path("/var/lib/aquafog/meters"), ids=ids, speed=60.0,
                                   start_epoch=time.time() - 3600, fs_root=fog.workdir / "flash")

@@ -29,7 +29,7 @@ from faults.ledger import integrity, released_unstored, tally
 
 from .guide import INSTALL, RAN, active, connack, guide, guide_commands, http, on_computer, on_pi, put_debs, restarted
 
-METERS = 4
+METERS = 8  # of the 10 the guide provisions
 
 @pytest.mark.timeout(1200)
 def test_the_pi_guide_on_a_fresh_debian_with_systemd(make_container, debs, timings):
@@ -107,7 +107,9 @@ def test_the_pi_guide_on_a_fresh_debian_with_systemd(make_container, debs, timin
     token = next(t for t in token if t.startswith("aft_"))
 
     ids = [f"m{i:04d}" for i in range(1, METERS + 1)]
-    fleet = Fleet.from_meters_dir(meters_dir, ids=ids, speed=60.0, start_epoch=time.time() - 3 * 3600,
+    # a reading every 3 s (60 s at 20x): the gateway acknowledges at most once a second, so a
+    # meter's outbox empties between two readings and the fleet can be quiesced at the end
+    fleet = Fleet.from_meters_dir(meters_dir, ids=ids, speed=20.0, start_epoch=time.time() - 3 * 3600,
                                   fs_root=c.workdir / "flash")
     gw = f"http://{c.ip}:8080/api/v1"
 
@@ -121,7 +123,7 @@ def test_the_pi_guide_on_a_fresh_debian_with_systemd(make_container, debs, timin
     fleet.start()
     try:
         fleet.wait_for(lambda: all(m.online for m in fleet.meters) and
-                       sum(len(m.sent) for m in fleet.meters) >= 40, 60, "every meter reporting")
+                       sum(len(m.sent) for m in fleet.meters) >= 20, 60, "every meter reporting")
         assert http(f"{gw}/meters/m0001", token)[1]["online"] is True
 
         # kill -9: systemd starts it again; the broker held what it had not stored
@@ -157,12 +159,20 @@ def test_the_pi_guide_on_a_fresh_debian_with_systemd(make_container, debs, timin
         flowing(before, "more readings after the reboot")
         assert "AquaFog gateway" in c.journal("aquafog-gateway", boot_only=True)
 
-        fleet.quiesce(90, freeze=True)
+        try:
+            fleet.quiesce(90, freeze=True)
+        except TimeoutError:
+            states = {m.id: (m.online, m.outbox_depth, m.app.reading_requested, list(m.app.outbox.runs),
+                             m.sent[-1] if m.sent else None, m.app.stats) for m in fleet.meters}
+            raise AssertionError(f"meters {states}\ngateway {http(f'{gw}/health')}\n"
+                                 f"stored {http(f'{gw}/meters/m0001', token)}\n"
+                                 + c.journal("aquafog-gateway", boot_only=True)[-4000:]
+                                 + c.run("tail -60 /var/log/mosquitto/mosquitto.log").stdout) from None
         db = c.host_path("/var/lib/aquafog/gateway.db")
         t = tally("installed fog: kill -9, hang, Mosquitto restart, reboot", fleet, db, ids)
         print(f"{t.sent} readings sent, {t.persisted} stored, {t.lost} lost; {t.truth_ml / 1000:.3f} L truth, "
               f"{t.persisted_ml / 1000:.3f} L stored")
-        assert t.sent > 100 and t.lost == 0 and t.lost_ml == 0 and t.double_ml == 0 and not t.notes, t
+        assert t.sent > 60 and t.lost == 0 and t.lost_ml == 0 and t.double_ml == 0 and not t.notes, t
         assert integrity(db) == "ok"
     finally:
         fleet.stop()

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from ..config import ConfigError
-from ..process import quiet_gc
+from ..process import quiet_gc, stop_on_signals
 from .common import CLOUD_CONFIG_HELP, add_store_args, cloud_config, gateway_config
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -37,9 +37,10 @@ def cmd_gateway(args) -> int:
     except OSError as exc:
         print(f"aquafog gateway: cannot start: {exc}. Is http_port {cfg.http_port} already in use?", file=sys.stderr)
         return 1
+    stop = stop_on_signals()
     gw.start()
     quiet_gc()
-    return gw.wait()
+    return gw.wait(stop)
 
 
 def cmd_cloud(args) -> int:
@@ -60,9 +61,10 @@ def cmd_cloud(args) -> int:
     except Exception as exc:  # the store: a bad URL, PostgreSQL down or refusing, no driver
         print(f"aquafog cloud: cannot open the store {cfg.db_url.split('@')[-1]!r}: {exc}", file=sys.stderr)
         return 1
+    stop = stop_on_signals()
     cloud.start()
     quiet_gc()
-    return cloud.wait()
+    return cloud.wait(stop)
 
 
 def register(sub, groups) -> None:

@@ -7,37 +7,21 @@ import os
 import sys
 
 
-def _must_be_root(what: str) -> int | None:
+def cmd_setup(args) -> int:
+    role = args.setup_command
     if os.geteuid() != 0:
-        print(f"aquafog setup {what}: run it as root (sudo aquafog setup {what} ...): it writes /etc/aquafog, "
+        print(f"aquafog setup {role}: run it as root (sudo aquafog setup {role} ...): it writes /etc/aquafog, "
               "/etc/mosquitto and /var/lib/aquafog and manages services", file=sys.stderr)
         return 1
-    return None
-
-
-def cmd_setup_fog(args) -> int:
-    if (code := _must_be_root("fog")) is not None:
-        return code
-    from ..install.fog import setup_fog
     from ..install.system import SetupError
+    if role == "fog":
+        from ..install.fog import setup_fog as setup
+    else:
+        from ..install.cloud import setup_cloud as setup
     try:
-        report = setup_fog(args)
+        report = setup(args)
     except SetupError as exc:
-        print(f"aquafog setup fog: {exc}", file=sys.stderr)
-        return 1
-    print(report.render())
-    return 0 if report.running is not False else 1
-
-
-def cmd_setup_cloud(args) -> int:
-    if (code := _must_be_root("cloud")) is not None:
-        return code
-    from ..install.cloud import setup_cloud
-    from ..install.system import SetupError
-    try:
-        report = setup_cloud(args)
-    except SetupError as exc:
-        print(f"aquafog setup cloud: {exc}", file=sys.stderr)
+        print(f"aquafog setup {role}: {exc}", file=sys.stderr)
         return 1
     print(report.render())
     return 0 if report.running is not False else 1
@@ -81,7 +65,7 @@ def register(sub, groups) -> None:
                                                   "the cloud (region, the cloud broker, this fog's account on it)")
     f.add_argument("--standalone", action="store_true", help="leave the city: no region, no bridge to a cloud")
     _common(f)
-    f.set_defaults(func=cmd_setup_fog)
+    f.set_defaults(func=cmd_setup)
 
     c = ssub.add_parser("cloud", help="a secure cloud: the system's Mosquitto for the fogs' bridges, "
                                       "aquafog-cloud.service",
@@ -99,7 +83,7 @@ def register(sub, groups) -> None:
     c.add_argument("--db-url", help="the store: default sqlite:////var/lib/aquafog/cloud.db; "
                                     "postgresql+psycopg://user:password@host/db for PostgreSQL")
     _common(c)
-    c.set_defaults(func=cmd_setup_cloud)
+    c.set_defaults(func=cmd_setup)
 
     e = groups["config"].add_parser("example", help="print an example config file with every key and its default")
     e.add_argument("service", choices=("gateway", "cloud"), help="whose config")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ from ..federation import (CityMean, CityPolicy, CloudCommand, FogInfo, decode_di
                           decode_partial, decode_status, encode_city_mean, encode_city_policy, encode_command)
 from ..policy import PolicySettings
 from ..protocol import Reject
+from ..process import stop_on_signals
 from ..sdnotify import Notifier
 from ..tls import apply_client_tls
 from . import RoutingError
@@ -334,10 +334,10 @@ class Cloud:
         self.inbox.put(None)
         self.engine.dispose()
 
-    def wait(self) -> int:
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+    def wait(self, stop: threading.Event | None = None) -> int:
+        """Block until `stop` is set (by default: SIGINT or SIGTERM)."""
+        if stop is None:
+            stop = stop_on_signals()
         stop.wait()
         self.stop()
         return 0

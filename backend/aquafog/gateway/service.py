@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue
-import signal
 import socket
 import threading
 import time
@@ -29,6 +28,7 @@ from .. import __version__
 from ..api import create_app
 from ..config import GatewayConfig
 from ..protocol import Topics
+from ..process import stop_on_signals
 from ..sdnotify import Notifier
 from ..store.engine import open_engine
 from .alerts import AlertMonitor
@@ -217,11 +217,11 @@ class Gateway:
         self.publisher.stop()
         self.engine.dispose()
 
-    def wait(self) -> int:
-        """Block until a signal or a fatal error; returns the exit code."""
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+    def wait(self, stop: threading.Event | None = None) -> int:
+        """Block until `stop` is set (by default: SIGINT or SIGTERM) or a fatal error; returns
+        the exit code."""
+        if stop is None:
+            stop = stop_on_signals()
         while not stop.wait(0.5):
             if self.writer.stopped.is_set() or self.writer.fatal:
                 break

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from ..bridge import check_region
 from ..broker import BrokerConfig
-from ..config import CLOUD_KEYS, CloudConfig, ConfigError
+from ..config import CLOUD_KEYS, CloudConfig
 from . import configfile
-from .common import Accounts, Changes, Report, check_mosquitto, first_admin, read_secret, setup_state
+from .common import (Accounts, Changes, Report, ServiceConfig, check_mosquitto, first_admin, read_secret,
+                     setup_state, start_services, tls_listener)
 from .fog import _default_address, _url_host
 from .layout import BROKER_GROUP, USER, Layout
 from .system import SetupError, System
@@ -122,28 +123,20 @@ def setup_cloud(opts, layout: Layout = Layout(), system: System | None = None) -
         text = _join_text(region, fog_account(region), password, choices, layout)
         if system.write(join, text, 0o600):
             new_joins.append(join)
-    managed, rest = configfile.read(layout.cloud_toml)
-    if layout.cloud_toml.exists() and rest is None:
-        raise SetupError(f"{layout.cloud_toml} was not written by `aquafog setup` (no managed block): move it "
-                         "away and run setup again, then copy your own settings below the block")
-    password = managed.get("mqtt_password") if managed.get("mqtt_username") == CLOUD_ACCOUNT else None
-    password, changed = accounts.service(services_passwd, services_acl, CLOUD_ACCOUNT, "cloud", password)
+    config = ServiceConfig(layout.cloud_toml, "cloud", CloudConfig, CLOUD_KEYS)
+    password, changed = accounts.service(services_passwd, services_acl, CLOUD_ACCOUNT, "cloud",
+                                         config.password(CLOUD_ACCOUNT))
     changes.broker |= changed
 
-    tls = None
-    if choices.tls_port:
-        from ..tls import TlsListener
-        tls = TlsListener(str(layout.certs / "ca.crt"), str(layout.certs / "server.crt"),
-                          str(layout.certs / "server.key"), port=choices.tls_port, host="0.0.0.0")
     dropin = BrokerConfig(port=choices.fog_port or None, host="0.0.0.0", system=True,
-                          password_file=fogs_passwd, acl_file=fogs_acl, tls=tls,
+                          password_file=fogs_passwd, acl_file=fogs_acl, tls=tls_listener(layout, choices.tls_port),
                           service_port=choices.service_port, service_password_file=services_passwd,
                           service_acl_file=services_acl).render()
     changes.broker |= system.write(layout.dropin, dropin, 0o640, None, BROKER_GROUP)
 
     db_url = choices.db_url or f"sqlite:///{Path('/') / layout.cloud_db.relative_to(layout.root)}"
-    fog_tokens = {**managed.get("fog_tokens", {}), **tokens}
-    new_managed = {
+    fog_tokens = {**config.managed.get("fog_tokens", {}), **tokens}
+    changes.service |= config.write(system, {
         "db_url": db_url,
         "timezone": choices.timezone,
         "mqtt_host": "127.0.0.1",
@@ -153,18 +146,7 @@ def setup_cloud(opts, layout: Layout = Layout(), system: System | None = None) -
         "http_host": choices.http_host,
         "http_port": choices.http_port,
         "fog_tokens": fog_tokens,
-    }
-    both = configfile.overlaps(new_managed, rest or "")
-    if both:
-        raise SetupError(f"{layout.cloud_toml}: {', '.join(both)} set below the managed block too; setup sets "
-                         "them (remove your lines, or give them to setup: `aquafog setup cloud --help`)")
-    text = configfile.service_config("cloud", CloudConfig, CLOUD_KEYS, new_managed, rest)
-    changes.service |= system.write(layout.cloud_toml, text, 0o640, None, USER)
-    try:
-        CloudConfig.load(layout.cloud_toml, env={})
-    except ConfigError as exc:
-        raise SetupError(f"{layout.cloud_toml} is not valid:\n  " + "\n  ".join(exc.errors)
-                         + "\nfix it, then run setup again") from None
+    })
     state.save(system, choices)
 
     if db_url.startswith("sqlite:///"):
@@ -184,13 +166,7 @@ def setup_cloud(opts, layout: Layout = Layout(), system: System | None = None) -
     except Exception as exc:  # a PostgreSQL that refuses, say
         raise SetupError(f"cannot open the store {db_url.split('@')[-1]}: {exc}") from None
 
-    system.enable("mosquitto.service", CLOUD_UNIT)
-    if system.systemd:
-        if changes.broker or not system.active("mosquitto.service"):
-            system.systemctl("restart", "mosquitto.service")
-        if changes.service or getattr(opts, "from_package", False) or not system.active(CLOUD_UNIT):
-            system.systemctl("restart", CLOUD_UNIT)
-        report.running = system.active(CLOUD_UNIT)
+    start_services(system, changes, CLOUD_UNIT, report, getattr(opts, "from_package", False))
     report.urls = [f"http://{_url_host(choices.public_host)}:{choices.http_port}/"]
     port = " and ".join(x for x in (f"{choices.fog_port} (MQTT)" if choices.fog_port else "",
                                     f"{choices.tls_port} (MQTT over TLS)" if choices.tls_port else "") if x)

@@ -8,9 +8,10 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..config import ConfigError
 from ..provisioning import ProvisionError, acl, identity, mosquitto
 from . import configfile
-from .layout import BROKER_GROUP, Layout
+from .layout import BROKER_GROUP, USER, Layout
 from .system import SetupError, System
 
 
@@ -139,6 +140,61 @@ class Accounts:
         except ProvisionError as exc:
             raise SetupError(exc.render()) from None
         return password, True
+
+
+class ServiceConfig:
+    """A service's config file (/etc/aquafog/gateway.toml, cloud.toml): setup's managed block
+    on top, the operator's own lines below it, kept as they are."""
+
+    def __init__(self, path: Path, role: str, cls, docs: dict[str, str]):
+        self.path, self.role, self.cls, self.docs = path, role, cls, docs
+        self.managed, self.rest = configfile.read(path)
+        if path.exists() and self.rest is None:
+            raise SetupError(f"{path} was not written by `aquafog setup` (no managed block): move it away and run "
+                             "setup again, then copy your own settings below the block")
+
+    def password(self, account: str) -> str | None:
+        """The service account's password this file holds, if it is that account's."""
+        return self.managed.get("mqtt_password") if self.managed.get("mqtt_username") == account else None
+
+    def write(self, system: System, managed: dict) -> bool:
+        """The file with this managed block (0640 root:aquafog: it holds the broker password),
+        checked as the service will load it; True if it changed."""
+        both = configfile.overlaps(managed, self.rest or "")
+        if both:
+            raise SetupError(f"{self.path}: {', '.join(both)} set below the managed block too; setup sets them "
+                             f"(remove your lines, or give them to setup: `aquafog setup {self.role} --help`)")
+        text = configfile.service_config(self.role, self.cls, self.docs, managed, self.rest)
+        changed = system.write(self.path, text, 0o640, None, USER)
+        try:
+            self.cls.load(self.path, env={})
+        except ConfigError as exc:
+            raise SetupError(f"{self.path} is not valid:\n  " + "\n  ".join(exc.errors)
+                             + "\nfix it (`aquafog config check` lists the same), then run setup again") from None
+        return changed
+
+
+def tls_listener(layout: Layout, port: int):
+    """The broker's TLS listener on every interface, from the certificates setup copied."""
+    if not port:
+        return None
+    from ..tls import TlsListener
+    return TlsListener(str(layout.certs / "ca.crt"), str(layout.certs / "server.crt"),
+                       str(layout.certs / "server.key"), port=port, host="0.0.0.0")
+
+
+def start_services(system: System, changes: Changes, unit: str, report: Report, from_package: bool) -> None:
+    """Enabled always (a chroot too); with a running systemd, Mosquitto restarted when its
+    files changed (the service with it: PartOf), the service when its config changed, on a
+    package's new version, or when it is not running."""
+    system.enable("mosquitto.service", unit)
+    if not system.systemd:
+        return
+    if changes.broker or not system.active("mosquitto.service"):
+        system.systemctl("restart", "mosquitto.service")
+    if changes.service or from_package or not system.active(unit):
+        system.systemctl("restart", unit)
+    report.running = system.active(unit)
 
 
 def first_admin(system: System, db: Path, open_accounts) -> tuple[str, str] | None:

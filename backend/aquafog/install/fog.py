@@ -25,9 +25,10 @@ from pathlib import Path
 
 from ..bridge import BridgeConfig, check_region
 from ..broker import BrokerConfig
-from ..config import GATEWAY_KEYS, ConfigError, GatewayConfig
+from ..config import GATEWAY_KEYS, GatewayConfig
 from . import configfile
-from .common import Accounts, Changes, Report, check_mosquitto, first_admin, setup_state
+from .common import (Accounts, Changes, Report, ServiceConfig, check_mosquitto, first_admin, setup_state,
+                     start_services, tls_listener)
 from .layout import BROKER_GROUP, USER, Layout
 from .system import SetupError, System
 
@@ -150,27 +151,19 @@ def setup_fog(opts, layout: Layout = Layout(), system: System | None = None) -> 
     services_passwd, services_acl = layout.broker_file("services.passwd"), layout.broker_file("services.acl")
     changes.broker |= accounts.file(meters_passwd)
     changes.broker |= accounts.acl(meters_acl, patterns=True)
-    managed, rest = configfile.read(layout.gateway_toml)
-    if layout.gateway_toml.exists() and rest is None:
-        raise SetupError(f"{layout.gateway_toml} was not written by `aquafog setup` (no managed block): move it "
-                         "away and run setup again, then copy your own settings below the block")
-    password = managed.get("mqtt_password") if managed.get("mqtt_username") == GATEWAY_ACCOUNT else None
-    password, changed = accounts.service(services_passwd, services_acl, GATEWAY_ACCOUNT, "gateway", password)
+    config = ServiceConfig(layout.gateway_toml, "fog", GatewayConfig, GATEWAY_KEYS)
+    password, changed = accounts.service(services_passwd, services_acl, GATEWAY_ACCOUNT, "gateway",
+                                         config.password(GATEWAY_ACCOUNT))
     changes.broker |= changed
 
     # the drop-in for Debian's mosquitto.conf
-    tls = None
-    if choices.tls_port:
-        from ..tls import TlsListener
-        tls = TlsListener(str(layout.certs / "ca.crt"), str(layout.certs / "server.crt"),
-                          str(layout.certs / "server.key"), port=choices.tls_port, host="0.0.0.0")
     bridge = None
     if choices.region and choices.cloud_host:
         bridge = BridgeConfig(choices.region, choices.cloud_host, choices.cloud_port,
                               remote_username=choices.cloud_username, remote_password=choices.cloud_password,
                               cafile=str(cloud_ca) if choices.cloud_cafile else None)
     dropin = BrokerConfig(port=choices.meter_port or None, host="0.0.0.0", system=True,
-                          password_file=meters_passwd, acl_file=meters_acl, tls=tls,
+                          password_file=meters_passwd, acl_file=meters_acl, tls=tls_listener(layout, choices.tls_port),
                           service_port=choices.service_port, service_password_file=services_passwd,
                           service_acl_file=services_acl, bridge=bridge).render()
     # 0640 root:mosquitto: Mosquitto reads it again as user mosquitto on a reload, and the
@@ -178,7 +171,7 @@ def setup_fog(opts, layout: Layout = Layout(), system: System | None = None) -> 
     changes.broker |= system.write(layout.dropin, dropin, 0o640, None, BROKER_GROUP)
 
     # gateway.toml: the managed block; the rest of the file stays as the operator left it
-    new_managed = {
+    changes.service |= config.write(system, {
         "db_path": str(Path("/") / layout.gateway_db.relative_to(layout.root)),
         "timezone": choices.timezone,
         "mqtt_host": "127.0.0.1",
@@ -189,18 +182,7 @@ def setup_fog(opts, layout: Layout = Layout(), system: System | None = None) -> 
         "http_port": choices.http_port,
         "region": choices.region,
         "api_url": f"http://{_url_host(choices.broker_host)}:{choices.http_port}" if choices.region else "",
-    }
-    text = configfile.service_config("fog", GatewayConfig, GATEWAY_KEYS, new_managed, rest)
-    both = configfile.overlaps(new_managed, rest or "")
-    if both:
-        raise SetupError(f"{layout.gateway_toml}: {', '.join(both)} set below the managed block too; setup sets "
-                         "them (remove your lines, or give them to setup: `aquafog setup fog --help`)")
-    changes.service |= system.write(layout.gateway_toml, text, 0o640, None, USER)
-    try:
-        GatewayConfig.load(layout.gateway_toml, env={})
-    except ConfigError as exc:
-        raise SetupError(f"{layout.gateway_toml} is not valid:\n  " + "\n  ".join(exc.errors)
-                         + "\nfix it (`aquafog config check -c` lists the same), then run setup again") from None
+    })
 
     # site.toml: provisioning on this fog needs no flags but the Wi-Fi
     system.write(layout.site_toml, _site(layout, choices, configfile.read(layout.site_toml)[1]), 0o600)
@@ -222,14 +204,7 @@ def setup_fog(opts, layout: Layout = Layout(), system: System | None = None) -> 
         report.next.append(f"at the cloud, for this fog's meter detail: copy {token_file} there, then "
                            f"sudo aquafog setup cloud --fog-token {choices.region}=cloud-reader.token")
 
-    # systemd: mosquitto restarted when its files changed (the gateway with it: PartOf)
-    system.enable("mosquitto.service", GATEWAY_UNIT)
-    if system.systemd:
-        if changes.broker or not system.active("mosquitto.service"):
-            system.systemctl("restart", "mosquitto.service")
-        if changes.service or getattr(opts, "from_package", False) or not system.active(GATEWAY_UNIT):
-            system.systemctl("restart", GATEWAY_UNIT)
-        report.running = system.active(GATEWAY_UNIT)
+    start_services(system, changes, GATEWAY_UNIT, report, getattr(opts, "from_package", False))
     report.urls = [f"http://{_url_host(choices.broker_host)}:{choices.http_port}/"]
     report.lines += [
         f"meters connect to {choices.broker_host}:"
