@@ -72,6 +72,11 @@ class _Loadable:
                 raw.update(tomllib.loads(Path(path).read_text()))
             except FileNotFoundError:
                 raise ConfigError([f"{path}: file not found"]) from None
+            except PermissionError:
+                raise ConfigError([f"{path}: not readable by this user (an installed fog's is root:aquafog 0640): "
+                                   "run the command with sudo"]) from None
+            except OSError as exc:
+                raise ConfigError([f"{path}: cannot read it: {exc.strerror}"]) from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
         known = {f.name: f for f in fields(cls)}

@@ -40,3 +40,31 @@ def test_a_missing_or_broken_file_says_so(tmp_path):
     bad.write_text("mqtt_port = = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         GatewayConfig.load(bad)
+
+
+def test_a_file_this_user_may_not_read_says_to_use_sudo(tmp_path):
+    """An installed fog's gateway.toml is root:aquafog 0640: a user without sudo gets a sentence."""
+    import os
+    f = tmp_path / "gateway.toml"
+    f.write_text('region = "north"\n')
+    f.chmod(0)
+    if os.geteuid() == 0:  # root reads anything: drop to nobody in a child, as the store's owner helper does
+        from aquafog.store.owner import as_owner
+        os.chown(tmp_path, 65534, 65534)
+        os.chmod(tmp_path, 0o755)
+        try:
+            msg = as_owner(tmp_path, _load_errors, f)
+        finally:
+            os.chown(tmp_path, 0, 0)
+    else:
+        msg = _load_errors(f)
+    assert msg == [f"{f}: not readable by this user (an installed fog's is root:aquafog 0640): run the command "
+                   "with sudo"]
+
+
+def _load_errors(path):
+    try:
+        GatewayConfig.load(path)
+    except ConfigError as exc:
+        return exc.errors
+    return None

@@ -56,6 +56,7 @@ from .usage import MeterUsage, Profile, assign_profiles
 log = logging.getLogger("aquafog.emulator")
 
 EMULATOR_POLL_MS = 3_600_000  # inbound messages wake a meter; no need to poll
+REPORT_HOLD_MS = 86_400_000  # a quiesced meter's next regular reading: a simulated day later
 
 
 class WaterLine:
@@ -420,6 +421,18 @@ class EmulatedMeter:
         self.link_up = True
         self._wake()
 
+    def hold_reports(self, hold: bool = True) -> None:
+        """Postpone the firmware's regular readings (a day of simulated time), or bring them
+        back. A quiesce needs it: a meter reporting as often as the gateway acknowledges (or
+        more often) always holds its newest reading, so its outbox would never be seen empty."""
+        with self.step_lock:
+            app = self.app
+            if not (self.powered and app):
+                return
+            b = app.board
+            app._next_report = b.ticks_add(b.ticks_ms(), REPORT_HOLD_MS if hold else app._interval_ms)
+        self._wake()
+
     def halt(self) -> None:
         """Fleet stop: a graceful shutdown without a reboot."""
         with self.step_lock:
@@ -754,12 +767,13 @@ class Fleet:
                 self._progress.wait(min(left, 0.5))
 
     def quiesce(self, timeout: float, freeze: bool = False) -> None:
-        """Stop all water now, make every powered meter take a final reading, and wait until
-        every powered meter's outbox is empty (all acknowledged by the gateway).
+        """Stop all water now, make every powered meter take a final reading (and no regular
+        one meanwhile), and wait until every powered meter's outbox is empty (all
+        acknowledged by the gateway); then the regular readings go on.
 
         With freeze=True the meters are also stopped stepping once that holds (no further
         readings), so a test can compare the gateway with `sent` and `ground_truth()`
-        while nothing moves; `resume()` lets them run again."""
+        while nothing moves; `resume()` lets them run again, regular readings included."""
         t = self.clock.now()
         for m in self._meters.values():
             m.line.stop(t)
@@ -767,6 +781,7 @@ class Fleet:
             with m.step_lock:
                 if m.powered:
                     m.app.request_reading()
+                    m.hold_reports()
             self.scheduler.wake(m)
 
         def holding() -> list[str]:
@@ -782,6 +797,8 @@ class Fleet:
             while True:
                 self.wait_for(lambda: not holding(), max(0.0, deadline - time.monotonic()), "quiesce")
                 if not freeze:
+                    for m in self._meters.values():  # the regular readings go on
+                        m.hold_reports(False)
                     return
                 self.scheduler.pause()
                 if not holding():  # nothing can change it any more
@@ -793,8 +810,10 @@ class Fleet:
                                % (len(left), timeout, ", ".join(left[:20]))) from None
 
     def resume(self) -> None:
-        """Let frozen meters run again (see quiesce)."""
+        """Let quiesced (frozen) meters run again, on their regular schedule."""
         self.scheduler.resume()
+        for m in self._meters.values():
+            m.hold_reports(False)
 
     def stats(self) -> dict:
         ms = self.meters
